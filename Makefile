@@ -1,0 +1,36 @@
+# Two commands do all set-up (see README):  make run   |   make test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: venv run test lint format bench clean
+
+# The venv is built in place and marked complete only at the end, so an interrupted
+# build is rebuilt rather than trusted. torch goes first, pinned by constraints.txt,
+# so a CPU-only machine gets the CPU build (an unpinned torch pulls a multi-GB CUDA build).
+$(VENV)/.complete: pyproject.toml constraints.txt
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt torch
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.complete
+
+run: venv
+	$(BIN)/crfm-bench run $(ARGS)
+
+test: venv
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: venv
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: venv
+	$(BIN)/python benchmarks/degrade.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,164 @@
+"""``crfm-bench``: the command line. Thin: every command parses, loads ``params.yaml``, calls one
+library function and prints. Heavy imports (torch, ray, mlflow) stay inside the commands so
+``crfm-bench --help`` is instant.
+
+User-caused errors (:class:`crfm_bench.errors.CrfmBenchError`) are caught once, in
+:func:`main`, and printed as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from crfm_bench.errors import CrfmBenchError
+
+for _k, _v in {
+    "RAY_AUTH_MODE": "disabled",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+app = typer.Typer(
+    name="crfm-bench",
+    help="Benchmark and dataset management for reference-guided 3D brain MRI super-resolution.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Build, ingest and inspect datasets.", no_args_is_help=True)
+models_app = typer.Typer(help="The model zoo.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+ParamsOpt = Annotated[
+    Path,
+    typer.Option("--params", "-p", help="Parameters file.", show_default=True),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-S", help="Override a parameter: -S key.path=value (as `dvc exp run -S`)."
+    ),
+]
+
+
+def _params(params: Path, overrides: list[str] | None):
+    from crfm_bench.config import load_params
+
+    return load_params(params, overrides or [])
+
+
+def _version(value: bool) -> None:
+    if value:
+        from crfm_bench import __version__
+
+        typer.echo(f"crfm-bench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Benchmark and dataset management for reference-guided 3D brain MRI super-resolution.
+
+    Example: [bold]crfm-bench run --models crfm,edsr[/bold]
+    """
+
+
+@data_app.command("synth")
+def data_synth(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Synthesise the embedded multi-contrast dataset from the ICBM 2009a template.
+
+    Example: [bold]crfm-bench data synth -S synth.n_subjects=8[/bold]
+    """
+    from crfm_bench.data.synth import synthesize_dataset
+
+    p = _params(params, set_)
+    manifest = synthesize_dataset(p.synth, p.paths.data_dir / "hr", progress=True)
+    typer.echo(f"wrote {len(manifest)} volumes to {p.paths.data_dir / 'hr'}")
+
+
+@data_app.command("ingest")
+def data_ingest(
+    kind: Annotated[str, typer.Argument(help="Dataset layout: ixi, brats or bids.")],
+    src: Annotated[Path, typer.Argument(help="Root folder of the dataset.")],
+    target: Annotated[
+        str | None, typer.Option(help="Grid to bring every contrast onto (default: T2w).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Build the HR manifest from an IXI, BraTS (2020/2023) or BIDS tree.
+
+    Example: [bold]crfm-bench data ingest ixi /data/IXI --target T2w[/bold]
+    """
+    from crfm_bench.data.ingest import ingest_dataset
+
+    p = _params(params, set_)
+    report = ingest_dataset(kind, src, p.paths.data_dir / "hr", target=target, seed=p.seed)
+    typer.echo(report.summary())
+
+
+@data_app.command("info")
+def data_info(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Print the dataset version, subjects, contrasts, splits and degradations.
+
+    Example: [bold]crfm-bench data info[/bold]
+    """
+    from crfm_bench.data.info import print_info
+
+    p = _params(params, set_)
+    print_info(p.paths.data_dir)
+
+
+@app.command("degrade")
+def degrade(
+    domain: Annotated[
+        str | None, typer.Option(help="kspace or image (default: every degrade.domains).")
+    ] = None,
+    scale: Annotated[
+        str | None, typer.Option(help="e.g. 2 or 1x1x4 (default: every degrade.scales).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Make LR volumes from the HR dataset, one folder per (domain, scale).
+
+    Example: [bold]crfm-bench degrade --domain kspace --scale 1x1x4[/bold]
+    """
+    from crfm_bench.degrade.stage import degrade_dataset
+
+    p = _params(params, set_)
+    for out in degrade_dataset(p, domain=domain, scale=scale, progress=True):
+        typer.echo(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; print user-caused errors as one line, exit code 2.
+
+    Usage errors (unknown command or option) are click's, also exit code 2.
+    """
+    try:
+        app(args=argv, prog_name="crfm-bench")
+    except CrfmBenchError as err:
+        typer.echo(f"crfm-bench: error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("crfm-bench: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,195 @@
+"""The typed schema of ``params.yaml``: one place that validates every knob.
+
+``load_params(path, overrides)`` reads the YAML file, applies ``-S key.path=value``
+overrides (the spelling of ``dvc exp run -S``; values are parsed as YAML), and validates
+the result. Unknown keys and bad values raise :class:`InputError` naming the file and key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from crfm_bench.errors import InputError, MissingInputError
+from crfm_bench.scale import format_scale, parse_scale
+
+CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
+Contrast = Literal["T1w", "T2w", "PDw", "FLAIR"]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(_Section):
+    """Where outputs go, relative to the working directory (the project root)."""
+
+    data_dir: Path = Path("data")
+    runs_dir: Path = Path("runs")
+    reports_dir: Path = Path("reports")
+
+
+class LesionConfig(_Section):
+    """Optional synthetic lesions: blobs with lengthened T1 and T2 (e.g. oedema-like)."""
+
+    enabled: bool = False
+    max_count: Annotated[int, Field(ge=1)] = 3
+    radius_mm: tuple[PositiveFloat, PositiveFloat] = (4.0, 10.0)
+    t1_factor: Annotated[float, Field(ge=1)] = 1.6
+    t2_factor: Annotated[float, Field(ge=1)] = 2.0
+
+
+class SynthConfig(_Section):
+    """The embedded dataset: subjects synthesised from the ICBM 2009a tissue maps (DATA.md)."""
+
+    n_subjects: Annotated[int, Field(ge=3)] = 16
+    n_val: Annotated[int, Field(ge=1)] = 3
+    n_test: Annotated[int, Field(ge=1)] = 3
+    contrasts: list[Contrast] = Field(default_factory=lambda: list(CONTRASTS))
+    field_strength: Literal[1.5, 3.0] = 1.5
+    spacing_mm: Annotated[float, Field(gt=0, le=8)] = 2.0
+    crop_to_brain: bool = True
+    crop_margin_mm: Annotated[float, Field(ge=0)] = 4.0
+    shape_multiple: Annotated[int, Field(ge=1, le=16)] = 4
+    snr: Annotated[float, Field(gt=0)] | None = 40.0
+    deform_mm: Annotated[float, Field(ge=0)] = 3.0
+    deform_smoothness_mm: PositiveFloat = 24.0
+    bias_strength: Annotated[float, Field(ge=0, lt=1)] = 0.15
+    param_jitter: Annotated[float, Field(ge=0, lt=0.5)] = 0.05
+    lesions: LesionConfig = Field(default_factory=LesionConfig)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _split_fits(self) -> SynthConfig:
+        if self.n_val + self.n_test >= self.n_subjects:
+            raise ValueError(
+                f"n_val + n_test ({self.n_val + self.n_test}) must leave training subjects "
+                f"out of n_subjects ({self.n_subjects})"
+            )
+        if len(set(self.contrasts)) != len(self.contrasts) or not self.contrasts:
+            raise ValueError("contrasts must be a non-empty list without repeats")
+        return self
+
+
+class KSpaceConfig(_Section):
+    """k-space degradation: keep the centre 1/s of k-space per degraded axis."""
+
+    window: Literal["none", "hann", "tukey"] = "none"
+    tukey_alpha: Annotated[float, Field(gt=0, le=1)] = 0.3
+    snr: Annotated[float, Field(gt=0)] | None = None
+    save_zero_filled: bool = False
+
+
+class ImageConfig(_Section):
+    """Image-domain degradation: anti-aliasing blur then decimation."""
+
+    blur: Literal["gaussian", "slice_profile"] = "gaussian"
+    fwhm_factor: PositiveFloat = 1.0  # Gaussian FWHM = fwhm_factor * s voxels per degraded axis
+
+
+class DegradeConfig(_Section):
+    """Which LR versions to make from the HR dataset; one output folder per (domain, scale)."""
+
+    domains: list[Literal["kspace", "image"]] = Field(default_factory=lambda: ["kspace"])
+    scales: list[str] = Field(default_factory=lambda: ["2"])
+    contrasts: list[Contrast] | None = None  # None: every contrast in the manifest
+    kspace: KSpaceConfig = Field(default_factory=KSpaceConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    workers: Annotated[int, Field(ge=0)] = 0  # 0: in-process; >0: that many Ray tasks at once
+    seed: int = 0
+
+    @field_validator("scales", mode="before")
+    @classmethod
+    def _canonical_scales(cls, value: Any) -> list[str]:
+        if not isinstance(value, list | tuple) or not value:
+            raise ValueError("must be a non-empty list such as [2, 4, 1x1x4]")
+        out = []
+        for v in value:
+            try:
+                out.append(format_scale(parse_scale(v)))
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return out
+
+
+class Params(_Section):
+    """The whole of ``params.yaml``."""
+
+    seed: int = 0
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    degrade: DegradeConfig = Field(default_factory=DegradeConfig)
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one ``key.path=value`` override (value parsed as YAML) to a nested dict in place."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise InputError(f"-S {assignment!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise InputError(f"-S {assignment!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "(top level)"
+    idx = [str(p) for p in first["loc"] if isinstance(p, int)]
+    if idx:
+        loc += f"[{','.join(idx)}]"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
+    return f"{source}: {loc}: {msg}{extra}"
+
+
+def load_params(
+    path: str | Path | None = "params.yaml", overrides: list[str] | None = None
+) -> Params:
+    """Load, override and validate ``params.yaml``. ``path=None`` starts from the defaults."""
+    tree: dict[str, Any] = {}
+    source = "params"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise MissingInputError(f"{path}: parameters file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise InputError(f"{path}: malformed YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise InputError(f"{path}: top level must be a mapping of sections")
+        tree = loaded
+    for assignment in overrides or []:
+        apply_override(tree, assignment)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as err:
+        raise InputError(_format_validation_error(err, source)) from None
+
+
+def dump_params(params: Params) -> str:
+    """YAML text of ``params`` (all keys, defaults included)."""
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)

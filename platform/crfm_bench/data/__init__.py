@@ -1,0 +1,1 @@
+"""Volumes, dataset sources (synthetic, IXI, BraTS, BIDS), manifests and fingerprints."""
