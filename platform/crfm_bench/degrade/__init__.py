@@ -1,0 +1,1 @@
+"""LR from HR: k-space and image-domain degradations with exact LR affines (DATA.md)."""
