@@ -16,8 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from crfm_bench.errors import InputError, MissingInputError
 from crfm_bench.scale import format_scale, parse_scale
 
-CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
-Contrast = Literal["T1w", "T2w", "PDw", "FLAIR"]
+SYNTH_CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
+# T1ce (post-contrast T1) exists in BraTS; the synthetic dataset cannot make it.
+CONTRASTS = (*SYNTH_CONTRASTS, "T1ce")
+Contrast = Literal["T1w", "T2w", "PDw", "FLAIR", "T1ce"]
+SynthContrast = Literal["T1w", "T2w", "PDw", "FLAIR"]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
@@ -49,7 +52,7 @@ class SynthConfig(_Section):
     n_subjects: Annotated[int, Field(ge=3)] = 16
     n_val: Annotated[int, Field(ge=1)] = 3
     n_test: Annotated[int, Field(ge=1)] = 3
-    contrasts: list[Contrast] = Field(default_factory=lambda: list(CONTRASTS))
+    contrasts: list[SynthContrast] = Field(default_factory=lambda: list(SYNTH_CONTRASTS))
     field_strength: Literal[1.5, 3.0] = 1.5
     spacing_mm: Annotated[float, Field(gt=0, le=8)] = 2.0
     crop_to_brain: bool = True

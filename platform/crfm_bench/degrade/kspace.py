@@ -28,7 +28,7 @@ from crfm_bench.errors import InputError
 
 def lr_length(n: int, s: int) -> int:
     """Number of LR samples kept from ``n`` along an axis degraded by ``s``."""
-    m = int(round(n / s))
+    m = round(n / s)
     if m < 1:
         raise InputError(f"scale {s}: axis of length {n} is too short to degrade")
     return m
