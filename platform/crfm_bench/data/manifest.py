@@ -83,7 +83,9 @@ def assign_splits(subjects: Sequence[str], n_val: int, n_test: int, seed: int) -
     return out
 
 
-def split_counts(n_subjects: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> tuple[int, int]:
+def split_counts(
+    n_subjects: int, val_fraction: float = 0.15, test_fraction: float = 0.15
+) -> tuple[int, int]:
     """(n_val, n_test) for a dataset of ``n_subjects``: at least 1 each, fractions rounded."""
     n_val = max(1, round(n_subjects * val_fraction))
     n_test = max(1, round(n_subjects * test_fraction))
