@@ -1,4 +1,4 @@
-"""The command line as a user meets it: help, version, and bad input as one line with exit code 2."""
+"""The command line as a user meets it: help, version, bad input as one line and exit code 2."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-
 from crfm_bench.config import SynthConfig
 from crfm_bench.data import synth
 from crfm_bench.data.manifest import HR_COLUMNS, read_manifest, sha256_file

@@ -84,7 +84,7 @@ class Subject(NamedTuple):
 
 @dataclass(frozen=True)
 class Template:
-    """Tissue fractions on a grid: ``gm``, ``wm``, ``csf`` in [0, 1], boolean ``mask``, ``affine``."""
+    """Tissue fractions ``gm``, ``wm``, ``csf`` in [0, 1], boolean ``mask``, and ``affine``."""
 
     gm: np.ndarray
     wm: np.ndarray
@@ -251,7 +251,7 @@ def synthesize_subject(cfg: SynthConfig, index: int) -> Subject:
 def synthesize_dataset(
     cfg: SynthConfig, out_dir: str | Path, progress: bool = False
 ) -> pd.DataFrame:
-    """Write the synthetic dataset to ``out_dir`` (replaced whole, atomically) and return its manifest.
+    """Write the synthetic dataset to ``out_dir`` (replaced whole, atomically); return the manifest.
 
     Files: ``sub-XXX_<contrast>.nii.gz`` (float32, RAS affine), ``manifest.csv``
     (see :mod:`crfm_bench.data.manifest`) and ``fingerprint.json``.

@@ -75,8 +75,17 @@ def load_volume(path: str | Path) -> Volume:
         img = nib.load(str(path))
         data = np.asarray(img.dataobj)
         affine = img.affine
-    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError) as exc:
-        raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        gzip.BadGzipFile,
+        nib.filebasedimages.ImageFileError,
+    ) as exc:
+        raise InputError(
+            f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})"
+        ) from None
     if affine is None:
         raise InputError(f"{path}: no affine in header")
     return Volume(check_data(data, str(path)), check_affine(affine, str(path)))
