@@ -73,6 +73,8 @@ def load_volume(path: str | Path) -> Volume:
         raise MissingInputError(f"{path}: file not found")
     try:
         img = nib.load(str(path))
+        if img.shape and min(img.shape) == 0:
+            raise InputError(f"{path}: a dimension has size zero (shape {tuple(img.shape)})")
         data = np.asarray(img.dataobj)
         affine = img.affine
     except (
