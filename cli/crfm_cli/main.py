@@ -145,6 +145,95 @@ def degrade(
         typer.echo(f"wrote {out}")
 
 
+@models_app.command("list")
+def models_list(
+    pattern: Annotated[str | None, typer.Argument(help="Glob filter, e.g. 'crfm*'.")] = None,
+    scale: Annotated[str, typer.Option(help="Scale used to count parameters.")] = "2",
+) -> None:
+    """List the registered models with parameters, reference need and citation.
+
+    Example: [bold]crfm-bench models list 'crfm*'[/bold]
+    """
+    from crfm_bench.models import list_models, model_table
+    from rich.console import Console
+    from rich.table import Table
+
+    table = model_table(spatial_dims=3, scale=scale)
+    if pattern:
+        table = table[table["name"].isin(list_models(pattern))]
+    out = Table(title="crfm-bench models (3D)")
+    for col in ("name", "family", "params", "reference", "trainable", "dims", "description"):
+        out.add_column(col, overflow="fold")
+    for r in table.itertuples():
+        out.add_row(
+            r.name,
+            r.family,
+            f"{r.params:,}",
+            "y" if r.needs_reference else "n",
+            "y" if r.trainable else "n",
+            str(r.spatial_dims),
+            r.description,
+        )
+    Console(width=160).print(out)
+
+
+@app.command("run")
+def run(
+    models: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated model names (default: benchmark.models)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Retrain even if a finished run exists.")] = False,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Train and evaluate models on the benchmark setting and print the leaderboard.
+
+    Builds the embedded dataset and its degradations first if they are missing. Finished
+    runs with the same configuration, data and code are reused; an interrupted run resumes.
+
+    Example: [bold]crfm-bench run --models crfm,edsr[/bold]
+    """
+    from crfm_bench.engine.run import run_benchmark
+    from crfm_bench.report.leaderboard import render
+    from crfm_bench.tracking import tracking_uri
+    from rich.console import Console
+
+    p = _params(params, set_)
+    names = models.split(",") if models else None
+    console = Console()
+    board = run_benchmark(p, names, force=force, address=address, console=console)
+    if not board.empty:
+        console.print(render(board))
+    console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
+    uri = tracking_uri(p.tracking)
+    console.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/bold]")
+
+
+@app.command("leaderboard")
+def leaderboard(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Rank the finished model runs of the setting from MLflow; write reports/leaderboard.*.
+
+    Example: [bold]crfm-bench leaderboard -S task.scale=1x1x4[/bold]
+    """
+    from crfm_bench.engine.run import leaderboard_for, open_setting
+    from crfm_bench.report.leaderboard import render
+    from rich.console import Console
+
+    p = _params(params, set_)
+    setting = open_setting(p)
+    board = leaderboard_for(p, setting)
+    console = Console()
+    if board.empty:
+        console.print(f"no finished runs yet in {setting.experiment}: crfm-bench run")
+        return
+    console.print(render(board, title=setting.experiment))
+    console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; print user-caused errors as one line, exit code 2.
 

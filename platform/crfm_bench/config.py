@@ -119,6 +119,130 @@ class DegradeConfig(_Section):
         return out
 
 
+class TaskConfig(_Section):
+    """The benchmark setting: which LR target is super-resolved with which HR reference."""
+
+    target: Contrast = "T2w"
+    reference: Contrast | None = "PDw"
+    domain: Literal["kspace", "image"] = "kspace"
+    scale: str = "2"
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _canonical_scale(cls, value: Any) -> str:
+        try:
+            return format_scale(parse_scale(value))
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TaskConfig:
+        if self.reference == self.target:
+            raise ValueError("reference must differ from target")
+        return self
+
+
+class BenchmarkConfig(_Section):
+    """What ``crfm-bench run`` does by default."""
+
+    models: list[str] = Field(default_factory=lambda: ["crfm", "edsr", "tricubic"])
+    experiment: str | None = None  # default: derived from the dataset and task
+
+
+class ModelConfig(_Section):
+    """Per-model settings; unset values fall back to ``train``."""
+
+    size: Literal["tiny", "base"] = "tiny"
+    lr: PositiveFloat | None = None
+    epochs: Annotated[int, Field(ge=1)] | None = None
+    batch_size: Annotated[int, Field(ge=1)] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the model's constructor
+
+
+class TrainConfig(_Section):
+    """Training on Ray Train (one TorchTrainer per model)."""
+
+    epochs: Annotated[int, Field(ge=1)] = 12
+    steps_per_epoch: Annotated[int, Field(ge=1)] = 40
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    patch_size: Annotated[int, Field(ge=4)] = 32  # HR voxels per axis (cropped to the volume)
+    lr: PositiveFloat = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    grad_clip: Annotated[float, Field(ge=0)] = 1.0  # 0: off
+    foreground_fraction: Annotated[float, Field(ge=0, le=1)] = 0.9
+    val_patches: Annotated[int, Field(ge=1)] = 16
+    num_workers: Annotated[int, Field(ge=1)] = 1
+    use_gpu: bool = False
+    cpus_per_worker: Annotated[int, Field(ge=1)] = 2
+    mixed_precision: Literal["auto", "off", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on GPU
+    max_failures: Annotated[int, Field(ge=-1)] = 2
+    num_to_keep: Annotated[int, Field(ge=1)] = 2
+    storage_path: str | None = None  # default <runs_dir>/ray; s3://... or a shared path on clusters
+    seed: int = 0
+
+
+class EvalConfig(_Section):
+    """Full-volume evaluation on the test split (sliding window on the HR grid)."""
+
+    window: Annotated[int, Field(ge=8)] = 48  # HR voxels per axis
+    overlap: Annotated[float, Field(ge=0, lt=1)] = 0.25
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    batch_size: Annotated[int, Field(ge=1)] = 2
+    save_predictions: bool = True
+    slice_axis: Annotated[int, Field(ge=0, le=2)] = 2
+
+
+class TrackingConfig(_Section):
+    """MLflow. ``uri`` null: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlflow.db``."""
+
+    uri: str | None = None
+    artifact_location: str | None = None  # default <cwd>/mlruns for a local store
+    experiment_prefix: str = "crfm-bench"
+    timeout_s: PositiveFloat = 10.0
+
+
+class RayConfig(_Section):
+    """Ray. ``address`` null: ``RAY_ADDRESS`` if set, else a local Ray started by crfm-bench."""
+
+    address: str | None = None
+    num_cpus: Annotated[int, Field(ge=1)] | None = None  # local Ray only; null: all cores
+
+
+class TuneConfig(_Section):
+    """Ray Tune with ASHA over ``space``: ``{key: {loguniform|uniform: [lo, hi]} | {choice: [...]}}``.
+
+    Keys are ``lr``, ``lambda_grad`` or any model option (``n_feats``, ``n_blocks``, ...).
+    """
+
+    model: str = "crfm"
+    num_samples: Annotated[int, Field(ge=1)] = 4
+    max_epochs: Annotated[int, Field(ge=1)] = 6
+    grace_period: Annotated[int, Field(ge=1)] = 2
+    reduction_factor: Annotated[int, Field(ge=2)] = 2
+    max_concurrent: Annotated[int, Field(ge=1)] = 1
+    space: dict[str, dict[str, list[Any]]] = Field(
+        default_factory=lambda: {
+            "lr": {"loguniform": [3e-4, 3e-3]},
+            "n_feats": {"choice": [16, 24]},
+        }
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, value: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+        for key, spec in value.items():
+            if len(spec) != 1 or next(iter(spec)) not in ("loguniform", "uniform", "choice"):
+                raise ValueError(f"{key}: use one of loguniform, uniform, choice")
+            kind, args = next(iter(spec.items()))
+            if kind != "choice" and (len(args) != 2 or not args[0] < args[1]):
+                raise ValueError(f"{key}: {kind} needs [low, high] with low < high")
+            if kind == "loguniform" and args[0] <= 0:
+                raise ValueError(f"{key}: loguniform needs low > 0")
+            if kind == "choice" and not args:
+                raise ValueError(f"{key}: choice needs at least one value")
+        return value
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
@@ -126,6 +250,18 @@ class Params(_Section):
     paths: PathsConfig = Field(default_factory=PathsConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     degrade: DegradeConfig = Field(default_factory=DegradeConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+
+    def model_config_for(self, name: str) -> ModelConfig:
+        """Settings of model ``name`` (defaults when ``models`` does not list it)."""
+        return self.models.get(name, ModelConfig())
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:

@@ -1,0 +1,1 @@
+"""Training (Ray Train), tuning (Ray Tune), sliding-window inference and evaluation."""

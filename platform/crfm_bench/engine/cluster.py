@@ -1,0 +1,35 @@
+"""Ray: a local Ray by default, an existing cluster by ``ray.address`` or ``RAY_ADDRESS``."""
+
+from __future__ import annotations
+
+import os
+
+from crfm_bench.config import RayConfig
+from crfm_bench.errors import ServiceError
+
+
+def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
+    """Connect to (or start) Ray once per process; return a description of where it runs."""
+    import ray
+
+    address = address or cfg.address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return "ray (already initialised)"
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    verbose = os.environ.get("CRFM_BENCH_RAY_LOGS", "0") == "1"
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=verbose)
+            return f"ray cluster at {address}"
+        ray.init(
+            num_cpus=cfg.num_cpus,
+            include_dashboard=False,
+            log_to_driver=verbose,
+            configure_logging=True,
+            logging_level="WARNING",
+        )
+    except (ConnectionError, TimeoutError, ValueError) as exc:
+        where = address or "local"
+        raise ServiceError(f"ray.address {where}: cannot connect ({exc})") from None
+    return f"local ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"

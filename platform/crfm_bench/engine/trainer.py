@@ -1,0 +1,71 @@
+"""One Ray Train ``TorchTrainer`` per model (Train V2 API)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crfm_bench.config import Params
+
+
+def storage_path(params: Params) -> str:
+    """Where Ray keeps run state and checkpoints: ``train.storage_path`` or ``<runs_dir>/ray``."""
+    if params.train.storage_path:
+        return params.train.storage_path
+    return str((params.paths.runs_dir / "ray").resolve())
+
+
+def fit_model(
+    params: Params,
+    model: str,
+    cases_ref: Any,
+    run_name: str,
+    mlflow_uri: str | None = None,
+    mlflow_run_id: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    epochs: int | None = None,
+    pid_dir: Path | None = None,
+):
+    """Train ``model`` on Ray Train; return the ``ray.train.Result``.
+
+    ``cases_ref`` is an ObjectRef to ``(train_cases, val_cases)`` so workers on any node get
+    the data through the object store. A rerun with the same ``run_name`` and storage
+    resumes from the last checkpoint (Ray restores the run's checkpoint manager), as does a
+    worker group restarted after a failure (``FailureConfig.max_failures``).
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from crfm_bench.engine.loop import train_loop_per_worker
+
+    t = params.train
+    resources = {"CPU": t.cpus_per_worker}
+    if t.use_gpu:
+        resources["GPU"] = 1
+    callbacks = []
+    if mlflow_uri and mlflow_run_id:
+        from crfm_bench.engine.callbacks import MlflowEpochLogger
+
+        callbacks.append(MlflowEpochLogger(mlflow_uri, mlflow_run_id))
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "params": params.model_dump(mode="json"),
+            "model": model,
+            "cases": cases_ref,
+            "overrides": overrides or {},
+            "epochs": epochs,
+            "pid_dir": str(pid_dir) if pid_dir else None,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path(params),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.num_to_keep),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            callbacks=callbacks,
+        ),
+    )
+    return trainer.fit()

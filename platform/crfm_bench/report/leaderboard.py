@@ -1,0 +1,152 @@
+"""The leaderboard: MLflow model runs of one setting as a ranked pandas table.
+
+Only runs evaluated under the current metric contract (same ``metric_spec_hash``) are
+ranked together; each model appears once (its newest finished run), so reruns add no
+duplicate entries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from crfm_bench.atomic import atomic_write_text
+from crfm_bench.tracking import KIND_TAG, MODEL_TAG, RUN_KEY_TAG, SPEC_TAG
+
+QUALITY = ("psnr", "ssim", "psnr_masked", "ssim_masked", "ssim_slice", "nmse")
+EFFICIENCY = ("params", "macs_g", "activation_mb", "train_seconds", "infer_seconds_per_volume")
+
+
+def collect(client, experiment_id: str, spec_hash: str) -> pd.DataFrame:
+    """One row per model: mean/std of each quality metric, efficiency, run ids; ranked by PSNR."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{KIND_TAG}` = 'model' and tags.`{SPEC_TAG}` = '{spec_hash}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+    )
+    rows, seen = [], set()
+    for run in runs:
+        model = run.data.tags.get(MODEL_TAG)
+        if model in seen:
+            continue
+        seen.add(model)
+        m = run.data.metrics
+        row = {"model": model}
+        for q in QUALITY:
+            row[q] = m.get(f"test_{q}_mean")
+            row[f"{q}_std"] = m.get(f"test_{q}_std")
+        for e in EFFICIENCY:
+            row[e] = m.get(e)
+        row["n_subjects"] = m.get("test_n_subjects")
+        row["run_key"] = run.data.tags.get(RUN_KEY_TAG)
+        row["run_id"] = run.info.run_id
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df = df.sort_values("psnr", ascending=False, kind="stable").reset_index(drop=True)
+    df.insert(0, "rank", range(1, len(df) + 1))
+    return df
+
+
+def to_markdown(df: pd.DataFrame, title: str = "") -> str:
+    """Markdown table: mean +/- std over subjects, then the efficiency columns."""
+    head = [
+        "rank",
+        "model",
+        "PSNR dB",
+        "SSIM",
+        "PSNR brain",
+        "SSIM brain",
+        "SSIM slices",
+        "NMSE",
+        "params",
+        "GMACs",
+        "act. MB",
+        "train s",
+        "infer s/vol",
+    ]
+    lines = [f"## {title}", ""] if title else []
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def pm(row, key, digits):
+        v, s = row[key], row.get(f"{key}_std")
+        if v is None or pd.isna(v):
+            return ""
+        return (
+            f"{v:.{digits}f} ± {s:.{digits}f}"
+            if s is not None and not pd.isna(s)
+            else f"{v:.{digits}f}"
+        )
+
+    def num(v, fmt):
+        return "" if v is None or pd.isna(v) else format(v, fmt)
+
+    for _, r in df.iterrows():
+        cells = [
+            str(r["rank"]),
+            str(r["model"]),
+            pm(r, "psnr", 2),
+            pm(r, "ssim", 4),
+            pm(r, "psnr_masked", 2),
+            pm(r, "ssim_masked", 4),
+            pm(r, "ssim_slice", 4),
+            pm(r, "nmse", 4),
+            num(r["params"], ",.0f"),
+            num(r["macs_g"], ".2f"),
+            num(r["activation_mb"], ".1f"),
+            num(r["train_seconds"], ".0f"),
+            num(r["infer_seconds_per_volume"], ".2f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(df: pd.DataFrame, reports_dir: Path, title: str = "") -> tuple[Path, Path]:
+    """``reports/leaderboard.csv`` and ``.md``, atomically."""
+    reports_dir = Path(reports_dir)
+    csv = atomic_write_text(reports_dir / "leaderboard.csv", df.to_csv(index=False))
+    md = atomic_write_text(reports_dir / "leaderboard.md", to_markdown(df, title))
+    return csv, md
+
+
+def render(df: pd.DataFrame, title: str = "Leaderboard"):
+    """A rich Table of the leaderboard."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in (
+        "#",
+        "model",
+        "PSNR dB",
+        "SSIM",
+        "PSNR brain",
+        "SSIM slices",
+        "params",
+        "GMACs",
+        "train s",
+        "infer s/vol",
+    ):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for _, r in df.iterrows():
+
+        def f(v, fmt):
+            return "" if v is None or pd.isna(v) else format(v, fmt)
+
+        table.add_row(
+            str(r["rank"]),
+            str(r["model"]),
+            f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}",
+            f"{r['ssim']:.4f} ± {r['ssim_std']:.4f}",
+            f(r["psnr_masked"], ".2f"),
+            f(r["ssim_slice"], ".4f"),
+            f(r["params"], ",.0f"),
+            f(r["macs_g"], ".2f"),
+            f(r["train_seconds"], ".0f"),
+            f(r["infer_seconds_per_volume"], ".2f"),
+        )
+    return table
