@@ -3,7 +3,9 @@
 The LR volume is covered by overlapping windows on the LR grid; each window's prediction
 (on the HR grid, with the matching window of the HR reference) is weighted by a Gaussian
 (nnU-Net style: sigma = 1/8 of the window, or constant weights) and accumulated, then
-normalised by the summed weights. Memory is bounded by the window and batch size, not by
+normalised by the summed weights. A margin at each window side that is not the volume's own
+border gets no weight: there the network saw a cut-off neighbourhood (for an interpolator,
+clamped samples), and the overlap guarantees a neighbouring window covers it from inside. Memory is bounded by the window and batch size, not by
 the volume.
 """
 
@@ -38,6 +40,15 @@ def blend_weights(shape: tuple[int, ...], mode: str = "gaussian") -> torch.Tenso
     return w.clamp_min(1e-3)
 
 
+def seam_margins(n_hr: int, w_hr: int, stride_hr: int, s: int) -> int:
+    """HR voxels dropped at an inner window side: at least one LR cell, at most what the
+    overlap still covers from the neighbouring window, about 1/8 of the window."""
+    if w_hr >= n_hr:
+        return 0
+    wanted = max(s, w_hr // 8)
+    return max(0, min(wanted, (w_hr - stride_hr) // 2))
+
+
 @torch.no_grad()
 def sliding_window_sr(
     model: torch.nn.Module,
@@ -62,11 +73,27 @@ def sliding_window_sr(
     weights = blend_weights(w_hr, blend)
     out = torch.zeros(hr_shape)
     norm = torch.zeros(hr_shape)
-    corners = list(
-        itertools.product(
-            *(window_starts(n, w, overlap) for n, w in zip(lr.shape, w_lr, strict=True))
-        )
-    )
+    starts = [window_starts(n, w, overlap) for n, w in zip(lr.shape, w_lr, strict=True)]
+    margins = []
+    for axis, st in enumerate(starts):
+        stride = (st[1] - st[0]) * scale[axis] if len(st) > 1 else w_hr[axis]
+        margins.append(seam_margins(hr_shape[axis], w_hr[axis], stride, scale[axis]))
+    corners = list(itertools.product(*starts))
+
+    def window_weights(corner: tuple[int, ...]) -> torch.Tensor:
+        w = weights.clone()
+        for axis, (c, m) in enumerate(zip(corner, margins, strict=True)):
+            if m == 0:
+                continue
+            index = [slice(None)] * len(corner)
+            if c > 0:  # inner low side
+                index[axis] = slice(0, m)
+                w[tuple(index)] = 0
+            if c + w_lr[axis] < lr.shape[axis]:  # inner high side
+                index[axis] = slice(w_hr[axis] - m, w_hr[axis])
+                w[tuple(index)] = 0
+        return w
+
     lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
     ref_t = None if ref is None else torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32))
     for i in range(0, len(corners), batch_size):
@@ -80,6 +107,7 @@ def sliding_window_sr(
         rb = None if ref_t is None else torch.stack([ref_t[sl] for sl in hr_sl])[:, None].to(device)
         pred = model(xb, rb).float().cpu()
         for k, sl in enumerate(hr_sl):
-            out[sl] += pred[k, 0] * weights
-            norm[sl] += weights
+            wk = window_weights(chunk[k])
+            out[sl] += pred[k, 0] * wk
+            norm[sl] += wk
     return (out / norm).numpy()
