@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from crfm_bench.errors import CrfmBenchError
 
 for _k, _v in {
@@ -54,6 +55,13 @@ def _params(params: Path, overrides: list[str] | None):
     from crfm_bench.config import load_params
 
     return load_params(params, overrides or [])
+
+
+def _console():
+    """A rich console; wide when output is not a terminal (logs, CI), so tables stay readable."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _version(value: bool) -> None:
@@ -120,7 +128,7 @@ def data_info(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> N
     from crfm_bench.data.info import print_info
 
     p = _params(params, set_)
-    print_info(p.paths.data_dir)
+    print_info(p.paths.data_dir, console=_console())
 
 
 @app.command("degrade")
@@ -154,9 +162,9 @@ def models_list(
 
     Example: [bold]crfm-bench models list 'crfm*'[/bold]
     """
-    from crfm_bench.models import list_models, model_table
-    from rich.console import Console
     from rich.table import Table
+
+    from crfm_bench.models import list_models, model_table
 
     table = model_table(spatial_dims=3, scale=scale)
     if pattern:
@@ -174,7 +182,7 @@ def models_list(
             str(r.spatial_dims),
             r.description,
         )
-    Console(width=160).print(out)
+    _console().print(out)
 
 
 @app.command("run")
@@ -197,14 +205,14 @@ def run(
 
     Example: [bold]crfm-bench run --models crfm,edsr[/bold]
     """
+
     from crfm_bench.engine.run import run_benchmark
     from crfm_bench.report.leaderboard import render
     from crfm_bench.tracking import tracking_uri
-    from rich.console import Console
 
     p = _params(params, set_)
     names = models.split(",") if models else None
-    console = Console()
+    console = _console()
     board = run_benchmark(p, names, force=force, address=address, console=console)
     if not board.empty:
         console.print(render(board))
@@ -219,14 +227,14 @@ def leaderboard(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) ->
 
     Example: [bold]crfm-bench leaderboard -S task.scale=1x1x4[/bold]
     """
+
     from crfm_bench.engine.run import leaderboard_for, open_setting
     from crfm_bench.report.leaderboard import render
-    from rich.console import Console
 
     p = _params(params, set_)
     setting = open_setting(p)
     board = leaderboard_for(p, setting)
-    console = Console()
+    console = _console()
     if board.empty:
         console.print(f"no finished runs yet in {setting.experiment}: crfm-bench run")
         return
