@@ -242,6 +242,32 @@ def leaderboard(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) ->
     console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
 
 
+@app.command("tune")
+def tune(
+    model: Annotated[str | None, typer.Option(help="Model to tune (default: tune.model).")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Search hyper-parameters with Ray Tune (ASHA) over tune.space; save the best as params.
+
+    Example: [bold]crfm-bench tune --model crfm -S tune.num_samples=8[/bold]
+    then [bold]crfm-bench run --params reports/tune/crfm-best.yaml --models crfm[/bold]
+    """
+    from crfm_bench.engine.tune import tune_model
+
+    p = _params(params, set_)
+    console = _console()
+    values, score, path = tune_model(p, model, address=address, console=console)
+    shown = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+    )
+    console.print(f"best: {shown}  (val PSNR {score:.2f} dB)")
+    console.print(f"wrote {path}: crfm-bench run --params {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; print user-caused errors as one line, exit code 2.
 

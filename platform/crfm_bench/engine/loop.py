@@ -1,10 +1,11 @@
-"""The per-worker training loop, run by Ray Train on every worker of a TorchTrainer.
+"""The training loop: run by Ray Train on every worker of a TorchTrainer, and by Ray Tune
+inside each trial (one loop, two sessions).
 
 Each epoch: ``steps_per_epoch`` optimiser steps on aligned patches (sharded across workers
-by Ray's DistributedSampler), a validation PSNR on a fixed set of validation patches, then
-``ray.train.report`` with a checkpoint (written by rank 0 only). On start, the loop resumes
-from ``ray.train.get_checkpoint()`` if Ray hands it one (a restarted worker group after a
-failure, or a rerun of an interrupted run with the same name and storage).
+by Ray's DistributedSampler), a validation PSNR on a fixed set of validation patches, then a
+report with a checkpoint (written by rank 0 only). On start, the loop resumes from the
+session's checkpoint if Ray hands it one (a restarted worker group after a failure, a rerun
+of an interrupted run with the same name and storage, or a restored Tune trial).
 """
 
 from __future__ import annotations
@@ -65,11 +66,86 @@ def lr_at(step: int, total: int, base_lr: float, warmup: int = 20) -> float:
     return base_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+class TrainSession:
+    """The loop's view of Ray Train: rank, device, DDP wrapping, reports and checkpoints."""
+
+    def __init__(self) -> None:
+        import ray.train
+
+        self.ctx = ray.train.get_context()
+
+    def rank_world(self) -> tuple[int, int]:
+        return self.ctx.get_world_rank(), self.ctx.get_world_size()
+
+    def device(self) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def prepare_model(self, model):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def prepare_data_loader(self, loader):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_data_loader(loader)
+
+    def get_checkpoint(self):
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        import ray.train
+
+        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+class TuneSession:
+    """The loop's view of a Ray Tune trial: one process, reports to Tune (drives ASHA)."""
+
+    def rank_world(self) -> tuple[int, int]:
+        return 0, 1
+
+    def device(self) -> torch.device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def prepare_model(self, model):
+        return model.to(self.device())
+
+    def prepare_data_loader(self, loader):
+        return loader
+
+    def get_checkpoint(self):
+        import ray.tune
+
+        return ray.tune.get_checkpoint()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        import ray.tune
+
+        ckpt = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.tune.report(metrics, checkpoint=ckpt)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point. ``config``: params (dict), model, cases (ObjectRef), overrides, pid_dir."""
+    train_loop(config, TrainSession())
+
+
+def tune_trial(config: dict) -> None:
+    """Ray Tune function trainable: the same loop, with the trial's sampled values as overrides."""
+    base = dict(config["base"])
+    base["overrides"] = {**base.get("overrides", {}), **config["sample"]}
+    train_loop(base, TuneSession())
+
+
+def train_loop(config: dict, session) -> None:
+    """The loop itself; ``session`` is a :class:`TrainSession` or :class:`TuneSession`."""
     import ray
-    import ray.train
-    import ray.train.torch
 
     from crfm_bench.config import Params
     from crfm_bench.engine.data import PatchDataset
@@ -85,8 +161,7 @@ def train_loop_per_worker(config: dict) -> None:
     base_lr = float(overrides.pop("lr", None) or mcfg.lr or tcfg.lr)
     torch.set_num_threads(max(1, tcfg.cpus_per_worker))
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world = session.rank_world()
     if config.get("pid_dir"):
         pid_dir = Path(config["pid_dir"])
         pid_dir.mkdir(parents=True, exist_ok=True)
@@ -97,21 +172,22 @@ def train_loop_per_worker(config: dict) -> None:
     seed = tcfg.seed
     torch.manual_seed(seed)
     model = build_model(config["params"], name, overrides)
-    device = ray.train.torch.get_device()
+    device = session.device()
     amp, amp_dtype = amp_settings(tcfg.mixed_precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
 
     start_epoch = 0
     step = 0
     state = None
-    ckpt = ray.train.get_checkpoint()
+    ckpt = session.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
 
-    model = ray.train.torch.prepare_model(model)
+    resumed_from = start_epoch
+    model = session.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
     opt = torch.optim.Adam(core.parameters(), lr=base_lr, weight_decay=tcfg.weight_decay)
     if state is not None:
@@ -128,7 +204,7 @@ def train_loop_per_worker(config: dict) -> None:
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, drop_last=True
     )
-    loader = ray.train.torch.prepare_data_loader(loader)
+    loader = session.prepare_data_loader(loader)
     val_set = PatchDataset(val_cases, scale, tcfg.patch_size, tcfg.val_patches, seed=seed + 1)
     val_batches = [val_set[i] for i in range(len(val_set))]
     needs_ref = core.needs_reference
@@ -181,6 +257,7 @@ def train_loop_per_worker(config: dict) -> None:
             "val_psnr": float(np.mean(psnrs)),
             "epoch_seconds": train_seconds,
             "lr": opt.param_groups[0]["lr"],
+            "resumed_from": resumed_from,  # epoch this worker attempt started at (0: fresh)
         }
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
@@ -195,6 +272,6 @@ def train_loop_per_worker(config: dict) -> None:
                     },
                     Path(tmp) / CHECKPOINT_FILE,
                 )
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                session.report(metrics, tmp)
         else:
-            ray.train.report(metrics, checkpoint=None)
+            session.report(metrics, None)

@@ -54,8 +54,15 @@ class Setting:
 
 
 def validate_models(names: list[str], params: Params) -> list[str]:
-    """Known model names, each once; reference models only with ``task.reference`` set."""
-    from crfm_bench.models import list_models, model_info
+    """Known model names, each once; reference models only with ``task.reference`` set.
+
+    Each model is built once with its configured size and options, so a bad option is
+    reported before any data, tracking or training work starts.
+    """
+    from crfm_bench.models import create_model, list_models, model_info
+    from crfm_bench.scale import parse_scale
+
+    scale = parse_scale(params.task.scale, what="task.scale")
 
     known = list_models()
     out: list[str] = []
@@ -70,7 +77,12 @@ def validate_models(names: list[str], params: Params) -> list[str]:
                 f"--models: model '{name}' needs a reference contrast; set task.reference "
                 "(e.g. -S task.reference=PDw)"
             )
+        mcfg = params.model_config_for(name)
+        create_model(name, spatial_dims=3, scale=scale, size=mcfg.size, **mcfg.options)
         out.append(name)
+    unknown = sorted(set(params.models) - set(known))
+    if unknown:
+        raise InputError(f"models.{unknown[0]}: unknown model; known: {', '.join(known)}")
     if not out:
         raise InputError("--models: no model given")
     return out

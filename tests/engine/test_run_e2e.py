@@ -1,0 +1,202 @@
+"""``crfm-bench run`` end to end on tiny settings: real Ray Train, real MLflow, real NIfTI.
+
+The suite's slow tests (about a minute each): a full run whose rerun must neither retrain
+nor duplicate, a training worker killed mid-run, an interrupted run resumed, and the errors
+that must stop a run before any training starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+EXE = Path(sys.executable).with_name("crfm-bench")
+
+
+def history(path: Path, run_id: str, key: str) -> list[float]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
+    return [m.value for m in client.get_metric_history(run_id, key)]
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"process ended before {what}: {proc.returncode}\n{out}\n{err}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def checkpoints(path: Path, model: str) -> list[Path]:
+    return sorted((path / "runs" / "ray").glob(f"{model}-*/checkpoint_*"))
+
+
+def start(path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(EXE), *args], cwd=path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow
+def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlflow_runs):
+    res = project("run", "--models", "edsr,crfm,tricubic")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "mlflow ui --backend-store-uri sqlite:///" in res.stdout
+
+    board = pd.read_csv(project.dir / "reports" / "leaderboard.csv")
+    assert sorted(board["model"]) == ["crfm", "edsr", "tricubic"]
+    assert board["psnr"].is_monotonic_decreasing and board["rank"].tolist() == [1, 2, 3]
+    assert (board["psnr"] > 5).all() and (board["ssim"] <= 1).all()
+    assert board.loc[board.model == "tricubic", "params"].item() == 0
+    assert (board.loc[board.model != "tricubic", "params"] > 0).all()
+
+    runs = mlflow_runs(project.dir)
+    children = [r for r in runs if r.data.tags.get("crfm.kind") == "model"]
+    parents = [r for r in runs if r.data.tags.get("crfm.kind") == "benchmark"]
+    assert len(children) == 3 and len(parents) == 1
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert len(child.data.tags["metric_spec_hash"]) == 12
+        assert "test_psnr_mean" in child.data.metrics
+    edsr = next(r for r in children if r.data.tags["crfm.model"] == "edsr")
+    assert len(history(project.dir, edsr.info.run_id, "val_psnr")) == 2  # one per epoch, rank 0
+    artifacts = {
+        a.path
+        for a in __import__("mlflow")
+        .MlflowClient(f"sqlite:///{project.dir / 'mlflow.db'}")
+        .list_artifacts(edsr.info.run_id)
+    }
+    assert {"per_subject.csv", "slices.png", "checkpoint"} <= artifacts
+
+    # predictions are NIfTI on the HR grid with the HR affine
+    pred = next((project.dir / "runs" / "eval").glob("edsr-*/*_sr.nii.gz"))
+    subject = pred.name.removesuffix("_sr.nii.gz")
+    hr = nib.load(project.dir / "data" / "hr" / f"{subject}_T2w.nii.gz")
+    sr = nib.load(pred)
+    assert sr.shape == hr.shape and np.allclose(sr.affine, hr.affine)
+
+    # same configuration again: nothing retrained, no duplicate entries
+    again = project("run", "--models", "edsr,crfm,tricubic")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("reused") == 3
+    assert (
+        len([r for r in mlflow_runs(project.dir) if r.data.tags.get("crfm.kind") == "model"]) == 3
+    )
+    assert len(pd.read_csv(project.dir / "reports" / "leaderboard.csv")) == 3
+
+    # a changed model setting is a new result for that model only
+    third = project("run", "--models", "edsr,tricubic", "-S", "models.edsr.lr=0.002")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stdout.count("reused") == 1
+    assert len(mlflow_runs(project.dir, "edsr")) == 2
+    assert len(pd.read_csv(project.dir / "reports" / "leaderboard.csv")) == 3
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_its_checkpoint(project, mlflow_runs):
+    project.write({"train": {"epochs": 5, "steps_per_epoch": 6}})
+    proc = start(project.dir, "run", "--models", "edsr")
+    pid_files = lambda: list((project.dir / "runs" / "pids").glob("edsr-*/rank0.pid"))  # noqa: E731
+    wait_for(lambda: pid_files() and checkpoints(project.dir, "edsr"), 300, "a checkpoint", proc)
+    os.kill(int(pid_files()[0].read_text()), signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    runs = mlflow_runs(project.dir, "edsr")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    resumed = history(project.dir, runs[0].info.run_id, "resumed_from")
+    assert max(resumed) >= 1, "the restarted worker group did not start from a checkpoint"
+    epochs_seen = history(project.dir, runs[0].info.run_id, "step")
+    assert max(epochs_seen) == 5 * 6
+
+
+@pytest.mark.slow
+def test_interrupted_run_finishes_on_rerun_without_duplicates(project, mlflow_runs):
+    project.write({"train": {"epochs": 5, "steps_per_epoch": 6}})
+    proc = start(project.dir, "run", "--models", "edsr,tricubic")
+    wait_for(lambda: checkpoints(project.dir, "edsr"), 300, "a checkpoint", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    runs = mlflow_runs(project.dir, "edsr")
+    assert len(runs) == 1 and runs[0].info.status != "FINISHED"
+
+    res = project("run", "--models", "edsr,tricubic")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming interrupted run" in res.stdout
+    runs = mlflow_runs(project.dir, "edsr")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert max(history(project.dir, runs[0].info.run_id, "resumed_from")) >= 1
+    board = pd.read_csv(project.dir / "reports" / "leaderboard.csv")
+    assert sorted(board["model"]) == ["edsr", "tricubic"]
+
+
+def test_unreachable_tracking_server_stops_before_any_work(project):
+    res = project("run", "--models", "edsr", "-S", "tracking.uri=http://127.0.0.1:9")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "tracking server http://127.0.0.1:9: unreachable" in res.stderr
+    assert not (project.dir / "data").exists() and not (project.dir / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--models", "edsr,srgan"], "unknown model 'srgan'"),
+        (["--models", "crfm", "-S", "task.reference=null"], "model 'crfm' needs a reference"),
+        (["--models", "edsr", "-S", "task.scale=1.5"], "task.scale"),
+        (["--models", "edsr", "-S", "models.edsr.options.n_feats=-3"], "n_feats"),
+    ],
+)
+def test_bad_run_requests_exit_2_with_one_line(project, args, needle):
+    res = project("run", *args)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "INFO" not in ln]
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert not (project.dir / "runs" / "ray").exists()
+
+
+@pytest.mark.slow
+def test_tune_runs_asha_trials_and_writes_params_run_accepts(project, mlflow_runs):
+    import yaml
+
+    from crfm_bench.config import load_params
+
+    project.write(
+        {
+            "tune": {
+                "model": "edsr",
+                "num_samples": 2,
+                "max_epochs": 2,
+                "grace_period": 1,
+                "space": {"lr": {"loguniform": [0.0005, 0.003]}, "n_feats": {"choice": [4, 8]}},
+            }
+        }
+    )
+    res = project("tune")
+    assert res.returncode == 0, res.stderr[-3000:]
+    best_file = project.dir / "reports" / "tune" / "edsr-best.yaml"
+    assert f"wrote {best_file.relative_to(project.dir)}" in res.stdout.replace("\n", "")
+    tuned = load_params(best_file)
+    assert 0.0005 <= tuned.models["edsr"].lr <= 0.003
+    assert tuned.models["edsr"].options["n_feats"] in (4, 8)
+    runs = mlflow_runs(project.dir)
+    parent = [r for r in runs if r.data.tags.get("crfm.kind") == "tune"]
+    trials = [r for r in runs if r.data.tags.get("crfm.kind") == "trial"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert len(trials) == 2
+    assert all(t.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for t in trials)
+    assert yaml.safe_load(best_file.read_text())["models"]["edsr"]["epochs"] == 2
