@@ -114,7 +114,7 @@ def test_killed_worker_resumes_from_its_checkpoint(project, mlflow_runs):
     pid_files = lambda: list((project.dir / "runs" / "pids").glob("edsr-*/rank0.pid"))  # noqa: E731
     wait_for(lambda: pid_files() and checkpoints(project.dir, "edsr"), 300, "a checkpoint", proc)
     os.kill(int(pid_files()[0].read_text()), signal.SIGKILL)
-    out, err = proc.communicate(timeout=600)
+    _out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     runs = mlflow_runs(project.dir, "edsr")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
@@ -131,6 +131,7 @@ def test_interrupted_run_finishes_on_rerun_without_duplicates(project, mlflow_ru
     wait_for(lambda: checkpoints(project.dir, "edsr"), 300, "a checkpoint", proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
+    assert "interrupted" in err or proc.returncode in (130, -2), (proc.returncode, out[-500:])
     assert proc.returncode != 0
     runs = mlflow_runs(project.dir, "edsr")
     assert len(runs) == 1 and runs[0].info.status != "FINISHED"
