@@ -125,29 +125,35 @@ def kspace_band(x: torch.Tensor, scale: Sequence[int]) -> torch.Tensor:
     For real ``x`` the forward transform is an ``rfftn`` (about 3x cheaper than a complex
     ``fftn`` of a real input); the negative frequencies ``f`` of the last axis are read from
     Hermitian symmetry, ``K[k_0, ..., -f] = conj(K[-k_0, ..., f])``. No ``fftshift`` copy
-    of the full spectrum is made: the band is gathered with ``index_select``.
+    of the full spectrum is made: the band is gathered from contiguous slices (an
+    ``index_select`` along the last, contiguous axis measured ~40x slower on CPU).
     """
     nd = len(scale)
     spatial = tuple(x.shape[-nd:])
     out_len = _out_lengths(spatial, scale)
-    freqs = [kspace_frequencies(m) for m in out_len]
     dims = tuple(range(-nd, 0))
     if x.is_complex():
         k = torch.fft.fftn(x, dim=dims, norm="forward")
-        for dim, n, m, f in zip(dims, spatial, out_len, freqs, strict=True):
-            if m != n:
-                k = k.index_select(dim, f % n)
+        for dim, n, m in zip(dims, spatial, out_len, strict=True):
+            k = _take_band(k, dim, n, m)
         return k
     k = torch.fft.rfftn(x, dim=dims, norm="forward")
-    f_last = freqs[-1]
-    pos = int((f_last >= 0).sum())
-    k_pos = k[..., :pos]
-    k_neg = k.index_select(-1, -f_last[pos:])
-    for dim, n, m, f in zip(dims[:-1], spatial[:-1], out_len[:-1], freqs[:-1], strict=True):
-        if m != n:
-            k_pos = k_pos.index_select(dim, f % n)
+    m_last = out_len[-1]
+    n_neg = m_last // 2  # frequencies -n_neg .. -1 of the last axis
+    k_pos = k[..., : m_last - n_neg]
+    k_neg = k[..., 1 : n_neg + 1]  # +1 .. +n_neg, conjugated and mirrored below
+    for dim, n, m in zip(dims[:-1], spatial[:-1], out_len[:-1], strict=True):
+        f = kspace_frequencies(m)
+        k_pos = _take_band(k_pos, dim, n, m)
         k_neg = k_neg.index_select(dim, (-f) % n)
-    return torch.cat([k_pos, k_neg.conj()], dim=-1)
+    return torch.cat([k_pos, k_neg.flip(-1).conj()], dim=-1)
+
+
+def _take_band(k: torch.Tensor, dim: int, n: int, m: int) -> torch.Tensor:
+    """Frequencies ``kspace_frequencies(m)`` of an ``n``-point axis: two contiguous slices."""
+    if m == n:
+        return k
+    return torch.cat([k.narrow(dim, 0, m - m // 2), k.narrow(dim, n - m // 2, m // 2)], dim=dim)
 
 
 def kspace_place(band: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
@@ -161,15 +167,20 @@ def kspace_place(band: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
     """
     nd = len(out_shape)
     lr = tuple(band.shape[-nd:])
-    index: list[torch.Tensor] = []
+    full = band
     for axis, (n, m) in enumerate(zip(out_shape, lr, strict=True)):
         if m > n:
             raise InputError(f"zero-fill: band length {m} exceeds the output length {n}")
-        view = [1] * nd
-        view[axis] = m
-        index.append((kspace_frequencies(m) % n).view(view))
-    full = torch.zeros((*band.shape[:-nd], *out_shape), dtype=band.dtype, device=band.device)
-    full[(Ellipsis, *index)] = band
+        if m == n:
+            continue
+        dim = axis - nd
+        shape = list(full.shape)
+        shape[dim] = n
+        padded = torch.zeros(shape, dtype=full.dtype, device=full.device)
+        n_pos, n_neg = m - m // 2, m // 2
+        padded.narrow(dim, 0, n_pos).copy_(full.narrow(dim, 0, n_pos))
+        padded.narrow(dim, n - n_neg, n_neg).copy_(full.narrow(dim, n_pos, n_neg))
+        full = padded
     return torch.fft.ifftn(full, dim=tuple(range(-nd, 0)), norm="forward")
 
 
