@@ -11,7 +11,7 @@ one parent run per invocation, one nested child run per model.
 from __future__ import annotations
 
 import json
-import tempfile
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,123 +178,183 @@ def efficiency(model: torch.nn.Module, params: Params, scale: tuple[int, ...], h
     return out
 
 
-def run_benchmark(
-    params: Params,
-    models: list[str] | None = None,
-    force: bool = False,
-    address: str | None = None,
-    console=None,
-) -> pd.DataFrame:
-    """Train (where needed) and evaluate ``models``; return the leaderboard of the setting."""
-    from rich.console import Console
+def model_dir(params: Params, name: str) -> Path:
+    """Stable output folder of a model's result: ``<runs_dir>/models/<name>`` (a DVC output)."""
+    return params.paths.runs_dir / "models" / name
 
-    from crfm_bench.engine.data import load_cases
-    from crfm_bench.engine.evaluate import evaluate_cases
-    from crfm_bench.metrics import summarise
-    from crfm_bench.models import create_model, model_info
-    from crfm_bench.scale import parse_scale
 
-    console = console or Console()
-    names = validate_models(models or params.benchmark.models, params)
-    setting = open_setting(params)
-    client = setting.client
-    uri = tracking_uri(params.tracking)
-    scale = parse_scale(params.task.scale, what="task.scale")
-    test_cases = load_cases(params, ("test",))
-    console.print(
-        f"[bold]setting[/bold] {setting.experiment}  ({len(test_cases)} test subjects, "
-        f"models: {', '.join(names)})"
-    )
-    parent = client.create_run(
-        setting.experiment_id,
-        run_name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={
-            KIND_TAG: "benchmark",
-            DATA_TAG: setting.dataset_version,
-            SPEC_TAG: setting.spec_hash,
-            "git_commit": git_commit() or "unknown",
-            "models": ",".join(names),
-        },
-    )
-    parent_id = parent.info.run_id
-    client.log_dict(parent_id, json.loads(params.model_dump_json()), "params.json")
-    cases_ref = None
-    status = "FAILED"
-    try:
-        for name in names:
-            info = model_info(name)
-            key = run_key(model_payload(params, name, setting))
-            previous = find_model_runs(client, setting.experiment_id, key)
-            if any(r.info.status == "FINISHED" for r in previous) and not force:
-                console.print(f"[green]{name}[/green]: finished run with key {key} found, reused")
-                continue
-            resumable = [r for r in previous if r.info.status != "FINISHED"]
-            if resumable and not force:
-                child_id = resumable[0].info.run_id
-                client.update_run(child_id, status="RUNNING")
-                console.print(f"[yellow]{name}[/yellow]: resuming interrupted run {child_id}")
-            else:
-                child = client.create_run(
-                    setting.experiment_id,
-                    run_name=name,
-                    tags={
-                        "mlflow.parentRunId": parent_id,
-                        KIND_TAG: "model",
-                        MODEL_TAG: name,
-                        RUN_KEY_TAG: key,
-                        SPEC_TAG: setting.spec_hash,
-                        DATA_TAG: setting.dataset_version,
-                        "lr_version": setting.lr_version,
-                        "code_version": code_version(),
-                        "git_commit": git_commit() or "unknown",
-                        "family": info.family,
-                    },
+OUTPUT_ARTIFACTS = "outputs"
+
+
+def restore_outputs(client, run_id: str, dest: Path) -> bool:
+    """Bring a finished run's output folder back from MLflow if it is missing locally."""
+    if (dest / "metrics.json").is_file():
+        return False
+    from crfm_bench.atomic import atomic_dir
+
+    with atomic_dir(dest) as stage:
+        local = client.download_artifacts(
+            run_id, OUTPUT_ARTIFACTS, str(stage.parent / f".{dest.name}.dl")
+        )
+        for item in Path(local).iterdir():
+            item.rename(stage / item.name)
+        Path(local).rmdir()
+    return True
+
+
+class BenchmarkRun:
+    """One ``crfm-bench run``: an MLflow parent run and, per model, a child run."""
+
+    def __init__(self, params: Params, force: bool, address: str | None, console) -> None:
+        from crfm_bench.engine.data import load_cases
+        from crfm_bench.scale import parse_scale
+
+        self.params = params
+        self.force = force
+        self.address = address
+        self.console = console
+        self.setting = open_setting(params)
+        self.client = self.setting.client
+        self.uri = tracking_uri(params.tracking)
+        self.scale = parse_scale(params.task.scale, what="task.scale")
+        self.test_cases = load_cases(params, ("test",))
+        self.cases_ref = None
+        self.parent_id: str | None = None
+
+    def open_parent(self, names: list[str]) -> str:
+        run = self.client.create_run(
+            self.setting.experiment_id,
+            run_name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={
+                KIND_TAG: "benchmark",
+                DATA_TAG: self.setting.dataset_version,
+                SPEC_TAG: self.setting.spec_hash,
+                "git_commit": git_commit() or "unknown",
+                "models": ",".join(names),
+            },
+        )
+        self.parent_id = run.info.run_id
+        self.client.log_dict(
+            self.parent_id, json.loads(self.params.model_dump_json()), "params.json"
+        )
+        return self.parent_id
+
+    def child_run(self, name: str, key: str) -> str | None:
+        """Run id to work in (new or resumed), or None when a finished run is reused."""
+        from mlflow.entities import Param
+
+        from crfm_bench.models import model_info
+
+        previous = find_model_runs(self.client, self.setting.experiment_id, key)
+        finished = [r for r in previous if r.info.status == "FINISHED"]
+        if finished and not self.force:
+            restored = restore_outputs(
+                self.client, finished[0].info.run_id, model_dir(self.params, name)
+            )
+            note = ", outputs restored from MLflow" if restored else ""
+            self.console.print(
+                f"[green]{name}[/green]: finished run with key {key} found, reused{note}"
+            )
+            return None
+        resumable = [r for r in previous if r.info.status != "FINISHED"]
+        if resumable and not self.force:
+            run_id = resumable[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self.console.print(f"[yellow]{name}[/yellow]: resuming interrupted run {run_id}")
+            return run_id
+        payload = model_payload(self.params, name, self.setting)
+        run = self.client.create_run(
+            self.setting.experiment_id,
+            run_name=name,
+            tags={
+                "mlflow.parentRunId": self.parent_id,
+                KIND_TAG: "model",
+                MODEL_TAG: name,
+                RUN_KEY_TAG: key,
+                SPEC_TAG: self.setting.spec_hash,
+                DATA_TAG: self.setting.dataset_version,
+                "lr_version": self.setting.lr_version,
+                "code_version": payload["code_version"],
+                "git_commit": git_commit() or "unknown",
+                "family": model_info(name).family,
+            },
+        )
+        self.client.log_batch(
+            run.info.run_id, params=[Param(k, v) for k, v in _flat("", payload).items()]
+        )
+        return run.info.run_id
+
+    def train(
+        self, name: str, key: str, run_id: str, model: torch.nn.Module
+    ) -> tuple[float, Path | None]:
+        """Train on Ray Train; load the final weights into ``model``; (seconds, checkpoint file)."""
+        import ray
+
+        from crfm_bench.engine.cluster import ensure_ray
+        from crfm_bench.engine.data import load_cases
+        from crfm_bench.engine.trainer import fit_model
+
+        where = ensure_ray(self.params.ray, self.address)
+        if self.cases_ref is None:
+            self.cases_ref = ray.put(
+                (load_cases(self.params, ("train",)), load_cases(self.params, ("val",)))
+            )
+        ray_name = f"{name}-{key}" + (f"-{int(time.time())}" if self.force else "")
+        self.console.print(f"[bold]{name}[/bold]: training on {where} (Ray run {ray_name})")
+        t0 = time.perf_counter()
+        result = fit_model(
+            self.params,
+            name,
+            self.cases_ref,
+            ray_name,
+            self.uri,
+            run_id,
+            pid_dir=self.params.paths.runs_dir / "pids" / ray_name,
+        )
+        seconds = time.perf_counter() - t0
+        if result.checkpoint is None:
+            raise RuntimeError(f"{name}: training reported no checkpoint")
+        return seconds, _load_checkpoint(model, result.checkpoint)
+
+    def history(self, run_id: str) -> pd.DataFrame:
+        """Per-epoch training metrics of a run, from MLflow (one row per epoch)."""
+        cols: dict[str, dict[int, float]] = {}
+        for key in ("train_loss", "val_psnr", "epoch_seconds", "lr", "resumed_from"):
+            for m in self.client.get_metric_history(run_id, key):
+                cols.setdefault(key, {})[m.step] = m.value
+        if not cols:
+            return pd.DataFrame(columns=["epoch", "train_loss", "val_psnr"])
+        df = pd.DataFrame(cols)
+        df.index.name = "epoch"
+        return df.sort_index().reset_index()
+
+    def run_model(self, name: str) -> None:
+        """Train (if trainable), evaluate, write ``runs/models/<name>``, log; or reuse."""
+        from mlflow.entities import Metric
+
+        from crfm_bench.atomic import atomic_dir
+        from crfm_bench.engine.evaluate import evaluate_cases
+        from crfm_bench.models import create_model, model_info
+
+        key = run_key(model_payload(self.params, name, self.setting))
+        run_id = self.child_run(name, key)
+        if run_id is None:
+            return
+        try:
+            mcfg = self.params.model_config_for(name)
+            model = create_model(
+                name, spatial_dims=3, scale=self.scale, size=mcfg.size, **mcfg.options
+            )
+            train_seconds, ckpt_file = 0.0, None
+            if model_info(name).trainable:
+                train_seconds, ckpt_file = self.train(name, key, run_id, model)
+            self.console.print(
+                f"[bold]{name}[/bold]: evaluating on {len(self.test_cases)} test volumes"
+            )
+            with atomic_dir(model_dir(self.params, name)) as out:
+                per_subject = evaluate_cases(
+                    model, name, self.test_cases, self.params, out_dir=out / "predictions"
                 )
-                child_id = child.info.run_id
-                payload = model_payload(params, name, setting)
-                from mlflow.entities import Param
-
-                client.log_batch(
-                    child_id, params=[Param(k, v) for k, v in _flat("", payload).items()]
-                )
-            try:
-                mcfg = params.model_config_for(name)
-                model = create_model(
-                    name, spatial_dims=3, scale=scale, size=mcfg.size, **mcfg.options
-                )
-                train_seconds = 0.0
-                ckpt_file = None
-                if info.trainable:
-                    from crfm_bench.engine.cluster import ensure_ray
-                    from crfm_bench.engine.trainer import fit_model
-
-                    where = ensure_ray(params.ray, address)
-                    if cases_ref is None:
-                        import ray
-
-                        cases_ref = ray.put(
-                            (load_cases(params, ("train",)), load_cases(params, ("val",)))
-                        )
-                    ray_name = f"{name}-{key}" + (f"-{int(time.time())}" if force else "")
-                    console.print(f"[bold]{name}[/bold]: training on {where} (Ray run {ray_name})")
-                    t0 = time.perf_counter()
-                    result = fit_model(
-                        params,
-                        name,
-                        cases_ref,
-                        ray_name,
-                        uri,
-                        child_id,
-                        pid_dir=params.paths.runs_dir / "pids" / ray_name,
-                    )
-                    train_seconds = time.perf_counter() - t0
-                    if result.checkpoint is None:
-                        raise RuntimeError(f"{name}: training reported no checkpoint")
-                    ckpt_file = _load_checkpoint(model, result.checkpoint)
-                console.print(f"[bold]{name}[/bold]: evaluating on {len(test_cases)} test volumes")
-                out_dir = params.paths.runs_dir / "eval" / f"{name}-{key}"
-                per_subject = evaluate_cases(model, name, test_cases, params, out_dir=out_dir)
-                summary = summarise(per_subject, by="model")
                 metrics = {
                     "train_seconds": train_seconds,
                     "infer_seconds_per_volume": float(per_subject["infer_seconds"].mean()),
@@ -305,43 +365,83 @@ def run_benchmark(
                     metrics[f"test_{q}_std"] = (
                         float(per_subject[q].std(ddof=1)) if len(per_subject) > 1 else 0.0
                     )
-                metrics.update(efficiency(model, params, scale, test_cases[0].hr.shape))
-                from mlflow.entities import Metric
-
-                now = int(time.time() * 1000)
-                client.log_batch(
-                    child_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+                metrics.update(
+                    efficiency(model, self.params, self.scale, self.test_cases[0].hr.shape)
                 )
-                with tempfile.TemporaryDirectory() as tmp:
-                    csv = Path(tmp) / "per_subject.csv"
-                    per_subject.to_csv(csv, index=False)
-                    client.log_artifact(child_id, str(csv))
-                    summary.to_csv(Path(tmp) / "summary.csv", index=False)
-                    client.log_artifact(child_id, str(Path(tmp) / "summary.csv"))
-                if (out_dir / "slices.png").is_file():
-                    client.log_artifact(child_id, str(out_dir / "slices.png"))
+                if (out / "predictions" / "slices.png").is_file():
+                    (out / "predictions" / "slices.png").rename(out / "slices.png")
+                per_subject.to_csv(out / "per_subject.csv", index=False)
+                self.history(run_id).to_csv(out / "history.csv", index=False)
+                (out / "metrics.json").write_text(
+                    json.dumps(
+                        {
+                            "model": name,
+                            "run_key": key,
+                            "run_id": run_id,
+                            "metric_spec_hash": self.setting.spec_hash,
+                            "dataset_version": self.setting.dataset_version,
+                            **metrics,
+                        },
+                        indent=2,
+                        sort_keys=True,
+                    )
+                    + "\n"
+                )
                 if ckpt_file is not None and ckpt_file.is_file():
-                    client.log_artifact(child_id, str(ckpt_file), "checkpoint")
-                client.set_terminated(child_id, "FINISHED")
-                console.print(
-                    f"[green]{name}[/green]: PSNR {metrics['test_psnr_mean']:.2f} dB, "
-                    f"SSIM {metrics['test_ssim_mean']:.4f}"
+                    (out / "checkpoint").mkdir()
+                    shutil.copy(ckpt_file, out / "checkpoint" / ckpt_file.name)
+                now = int(time.time() * 1000)
+                self.client.log_batch(
+                    run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
                 )
-            except BaseException as exc:
-                client.set_terminated(
-                    child_id,
-                    "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED",
-                )
-                if isinstance(exc, SystemExit):  # Ray's SIGINT handler exits; surface as interrupt
-                    raise KeyboardInterrupt from None
-                raise
+                self.client.log_artifacts(run_id, str(out), OUTPUT_ARTIFACTS)
+                for f in ("per_subject.csv", "slices.png"):
+                    if (out / f).is_file():
+                        self.client.log_artifact(run_id, str(out / f))
+                if (out / "checkpoint").is_dir():
+                    self.client.log_artifacts(run_id, str(out / "checkpoint"), "checkpoint")
+            self.client.set_terminated(run_id, "FINISHED")
+            self.console.print(
+                f"[green]{name}[/green]: PSNR {metrics['test_psnr_mean']:.2f} dB, "
+                f"SSIM {metrics['test_ssim_mean']:.4f}"
+            )
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+            self.client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
+            if isinstance(exc, SystemExit):  # Ray's SIGINT handler exits; surface as interrupt
+                raise KeyboardInterrupt from None
+            raise
+
+
+def run_benchmark(
+    params: Params,
+    models: list[str] | None = None,
+    force: bool = False,
+    address: str | None = None,
+    console=None,
+) -> pd.DataFrame:
+    """Train (where needed) and evaluate ``models``; return the leaderboard of the setting."""
+    from rich.console import Console
+
+    console = console or Console()
+    names = validate_models(models or params.benchmark.models, params)
+    bench = BenchmarkRun(params, force, address, console)
+    console.print(
+        f"[bold]setting[/bold] {bench.setting.experiment}  ({len(bench.test_cases)} test "
+        f"subjects, models: {', '.join(names)})"
+    )
+    parent_id = bench.open_parent(names)
+    status = "FAILED"
+    try:
+        for name in names:
+            bench.run_model(name)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        board = leaderboard_for(params, setting, parent_id)
-        client.set_terminated(parent_id, status)
+        board = leaderboard_for(params, bench.setting, parent_id)
+        bench.client.set_terminated(parent_id, status)
     return board
 
 
