@@ -192,6 +192,9 @@ def run(
         typer.Option(help="Comma-separated model names (default: benchmark.models)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Retrain even if a finished run exists.")] = False,
+    leaderboard: Annotated[
+        bool, typer.Option(help="Print and write the leaderboard at the end.")
+    ] = True,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")
     ] = None,
@@ -213,32 +216,57 @@ def run(
     p = _params(params, set_)
     names = models.split(",") if models else None
     console = _console()
-    board = run_benchmark(p, names, force=force, address=address, console=console)
-    if not board.empty:
+    board = run_benchmark(
+        p, names, force=force, address=address, console=console, leaderboard=leaderboard
+    )
+    if leaderboard and not board.empty:
         console.print(render(board))
-    console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
+        console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
     uri = tracking_uri(p.tracking)
     console.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/bold]")
 
 
 @app.command("leaderboard")
-def leaderboard(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def leaderboard(
+    from_outputs: Annotated[
+        bool,
+        typer.Option(
+            "--from-outputs",
+            help="Rank the model outputs under runs/models (what DVC versions) instead of MLflow.",
+        ),
+    ] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
     """Rank the finished model runs of the setting from MLflow; write reports/leaderboard.*.
 
     Example: [bold]crfm-bench leaderboard -S task.scale=1x1x4[/bold]
     """
-
-    from crfm_bench.engine.run import leaderboard_for, open_setting
-    from crfm_bench.report.leaderboard import render
+    from crfm_bench.report import leaderboard as lb
 
     p = _params(params, set_)
-    setting = open_setting(p)
-    board = leaderboard_for(p, setting)
     console = _console()
-    if board.empty:
-        console.print(f"no finished runs yet in {setting.experiment}: crfm-bench run")
-        return
-    console.print(render(board, title=setting.experiment))
+    if from_outputs:
+        from crfm_bench.errors import MissingInputError
+        from crfm_bench.metrics import metric_spec_hash
+
+        title = f"{p.task.target}<-{p.task.reference or 'none'} {p.task.domain} x{p.task.scale}"
+        board = lb.from_model_dirs(p.paths.runs_dir / "models", metric_spec_hash())
+        if board.empty:
+            raise MissingInputError(
+                f"{p.paths.runs_dir / 'models'}: no model results (crfm-bench run)"
+            )
+        lb.write(board, p.paths.reports_dir, title=title)
+    else:
+        from crfm_bench.engine.run import leaderboard_for, open_setting
+
+        setting = open_setting(p)
+        board = leaderboard_for(p, setting)
+        title = setting.experiment
+        if board.empty:
+            console.print(f"no finished runs yet in {setting.experiment}: crfm-bench run")
+            return
+    console.print(lb.render(board, title=title))
     console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
 
 

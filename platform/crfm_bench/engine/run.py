@@ -419,8 +419,10 @@ def run_benchmark(
     force: bool = False,
     address: str | None = None,
     console=None,
+    leaderboard: bool = True,
 ) -> pd.DataFrame:
-    """Train (where needed) and evaluate ``models``; return the leaderboard of the setting."""
+    """Train (where needed) and evaluate ``models``; return the leaderboard of the setting
+    (written to ``reports/`` and logged to the parent run unless ``leaderboard`` is False)."""
     from rich.console import Console
 
     console = console or Console()
@@ -440,7 +442,7 @@ def run_benchmark(
         status = "KILLED"
         raise
     finally:
-        board = leaderboard_for(params, bench.setting, parent_id)
+        board = leaderboard_for(params, bench.setting, parent_id) if leaderboard else pd.DataFrame()
         bench.client.set_terminated(parent_id, status)
     return board
 

@@ -7,6 +7,7 @@ duplicate entries.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -34,23 +35,51 @@ def collect(client, experiment_id: str, spec_hash: str) -> pd.DataFrame:
         if model in seen:
             continue
         seen.add(model)
-        m = run.data.metrics
-        row = {"model": model}
-        for q in QUALITY:
-            row[q] = m.get(f"test_{q}_mean")
-            row[f"{q}_std"] = m.get(f"test_{q}_std")
-        for e in EFFICIENCY:
-            row[e] = m.get(e)
-        row["n_subjects"] = m.get("test_n_subjects")
-        row["run_key"] = run.data.tags.get(RUN_KEY_TAG)
-        row["run_id"] = run.info.run_id
-        rows.append(row)
+        rows.append(_row(model, run.data.metrics, run.data.tags.get(RUN_KEY_TAG), run.info.run_id))
+    return _rank(rows)
+
+
+def from_model_dirs(models_dir: Path, spec_hash: str) -> pd.DataFrame:
+    """The same table from ``<runs_dir>/models/*/metrics.json`` (what DVC versions), no MLflow."""
+    rows = []
+    for path in sorted(Path(models_dir).glob("*/metrics.json")):
+        m = json.loads(path.read_text())
+        if m.get("metric_spec_hash") == spec_hash:
+            rows.append(_row(m["model"], m, m.get("run_key"), m.get("run_id")))
+    return _rank(rows)
+
+
+def _row(model: str, m: dict, key: str | None, run_id: str | None) -> dict:
+    row = {"model": model}
+    for q in QUALITY:
+        row[q] = m.get(f"test_{q}_mean")
+        row[f"{q}_std"] = m.get(f"test_{q}_std")
+    for e in EFFICIENCY:
+        row[e] = m.get(e)
+    row["n_subjects"] = m.get("test_n_subjects")
+    row["run_key"] = key
+    row["run_id"] = run_id
+    return row
+
+
+def _rank(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     df = df.sort_values("psnr", ascending=False, kind="stable").reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
     return df
+
+
+def metrics_json(df: pd.DataFrame) -> dict:
+    """``{model: {psnr, ssim, ...}}`` for ``dvc metrics show``."""
+    out = {}
+    for _, r in df.iterrows():
+        out[r["model"]] = {
+            k: (None if pd.isna(r[k]) else round(float(r[k]), 6))
+            for k in ("psnr", "ssim", "psnr_masked", "ssim_slice")
+        }
+    return out
 
 
 def to_markdown(df: pd.DataFrame, title: str = "") -> str:
@@ -107,10 +136,13 @@ def to_markdown(df: pd.DataFrame, title: str = "") -> str:
 
 
 def write(df: pd.DataFrame, reports_dir: Path, title: str = "") -> tuple[Path, Path]:
-    """``reports/leaderboard.csv`` and ``.md``, atomically."""
+    """``reports/leaderboard.csv``, ``.md`` and ``metrics.json`` (for DVC), atomically."""
     reports_dir = Path(reports_dir)
     csv = atomic_write_text(reports_dir / "leaderboard.csv", df.to_csv(index=False))
     md = atomic_write_text(reports_dir / "leaderboard.md", to_markdown(df, title))
+    atomic_write_text(
+        reports_dir / "metrics.json", json.dumps(metrics_json(df), indent=2, sort_keys=True) + "\n"
+    )
     return csv, md
 
 
