@@ -1,4 +1,5 @@
-"""The repository's own DVC pipeline on tiny parameters: repro, no-op, partial rerun, push/pull."""
+"""The repository's own DVC pipeline (data stages) on tiny parameters: repro, no-op, partial
+rerun, push/pull. The training and report stages are covered by tests/test_dvc_benchmark.py."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def ran(out: str) -> set[str]:
 
 
 def test_repro_noop_partial_rerun_and_remote_round_trip(repo):
-    first = sh(repo, "dvc", "repro")
+    first = sh(repo, "dvc", "repro", "degrade")
     assert ran(first.stdout) == {
         "synthesize",
         "degrade@kspace-2",
@@ -63,13 +64,13 @@ def test_repro_noop_partial_rerun_and_remote_round_trip(repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert "synthesize" in lock["stages"]
 
-    second = sh(repo, "dvc", "repro")
+    second = sh(repo, "dvc", "repro", "degrade")
     assert ran(second.stdout) == set()
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["degrade"]["kspace"]["window"] = "hann"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    third = sh(repo, "dvc", "repro")
+    third = sh(repo, "dvc", "repro", "degrade")
     assert "synthesize" not in ran(third.stdout)
     assert {"degrade@kspace-2", "degrade@kspace-1x1x4"} <= ran(third.stdout)
 
@@ -78,8 +79,8 @@ def test_repro_noop_partial_rerun_and_remote_round_trip(repo):
     before = (repo / "data" / "hr" / "manifest.csv").read_bytes()
     shutil.rmtree(repo / "data")
     shutil.rmtree(repo / ".dvc" / "cache")
-    sh(repo, "dvc", "pull")
+    sh(repo, "dvc", "pull", "--with-deps", "degrade")
     assert (repo / "data" / "hr" / "manifest.csv").read_bytes() == before
-    assert ran(sh(repo, "dvc", "repro").stdout) == set()
-    status = sh(repo, "dvc", "status")
+    assert ran(sh(repo, "dvc", "repro", "degrade").stdout) == set()
+    status = sh(repo, "dvc", "status", "degrade")
     assert "up to date" in status.stdout.lower()

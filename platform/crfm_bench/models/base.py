@@ -1,0 +1,82 @@
+"""The base class every super-resolution model derives from.
+
+A template method (the fastMRI habit): :meth:`SRModel.forward` validates the inputs once
+and calls :meth:`SRModel.upsample`, the one method a model implements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crfm_bench.errors import InputError
+from crfm_bench.models.conv import check_spatial_dims
+from crfm_bench.scale import parse_scale
+
+
+class SRModel(nn.Module):
+    """A super-resolution network ``forward(lr, ref=None) -> sr``.
+
+    Tensors are ``(B, 1, *spatial)`` with ``spatial_dims`` (2 or 3) spatial axes; the output
+    has spatial shape ``lr * scale``. A reference model takes ``ref``, the co-registered HR
+    image of another contrast, shape ``(B, 1, *(lr * scale))``; reference-free models ignore
+    it. Inputs are already intensity-normalised (roughly [0, 1]).
+
+    Attributes: ``name`` (registry name, set by ``create_model``), ``needs_reference``,
+    ``trainable``, ``scale`` (int per axis), ``spatial_dims``, ``in_channels`` (1).
+    """
+
+    needs_reference: bool = False
+    trainable: bool = True
+    in_channels: int = 1
+
+    def __init__(self, spatial_dims: int, scale: object) -> None:
+        super().__init__()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.scale: tuple[int, ...] = parse_scale(scale, self.spatial_dims)
+        self.name = type(self).__name__.lower()
+
+    def upsample(self, lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
+        """Compute the SR image from validated inputs (implemented by each model)."""
+        raise NotImplementedError
+
+    def forward(self, lr: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_inputs(lr, ref)
+        return self.upsample(lr, ref if self.needs_reference else None)
+
+    def output_shape(self, lr_shape: Sequence[int]) -> tuple[int, ...]:
+        """Spatial shape of the output for an LR spatial shape."""
+        return tuple(n * s for n, s in zip(lr_shape, self.scale, strict=True))
+
+    def check_inputs(self, lr: torch.Tensor, ref: torch.Tensor | None) -> None:
+        """Raise InputError (one line naming the model) if ``lr``/``ref`` do not fit."""
+        nd = self.spatial_dims
+        if lr.ndim != nd + 2 or lr.shape[1] != self.in_channels:
+            raise InputError(
+                f"model '{self.name}': lr has shape {tuple(lr.shape)}, "
+                f"expected (B, {self.in_channels}, {', '.join('*' * nd)})"
+            )
+        if not self.needs_reference:
+            return
+        if ref is None:
+            raise InputError(f"model '{self.name}' needs a reference image")
+        want = (lr.shape[0], self.in_channels, *self.output_shape(lr.shape[2:]))
+        if tuple(ref.shape) != want:
+            raise InputError(
+                f"model '{self.name}': ref has shape {tuple(ref.shape)}, expected {want} "
+                f"(HR grid = lr x scale {self.scale})"
+            )
+
+    def loss(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        """Training loss (mean absolute error; models may add terms)."""
+        return F.l1_loss(sr, hr)
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def extra_repr(self) -> str:
+        return f"spatial_dims={self.spatial_dims}, scale={self.scale}"

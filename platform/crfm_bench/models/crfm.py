@@ -1,0 +1,245 @@
+r"""CRFM: cross-modality reference and feature mutual-projection (a reconstruction).
+
+Lulu Wang, Wanqi Zhang, Wei Chen, Zhongshi He, Yuanyuan Jia, Jinglong Du, "Cross-Modality
+Reference and Feature Mutual-Projection for 3D Brain MRI Image Super-Resolution", Journal of
+Imaging Informatics in Medicine 37 (2024) 2838-2851, doi:10.1007/s10278-024-01139-1.
+
+**No public code exists. This network is our reconstruction from the published description
+(abstract and introduction); layer sizes, the attention layout and the loss weight are our
+choices** (design: ``CRFM.md``). What the paper states and we keep: the gradients of the HR
+reference transfer texture to the LR target features; a plug-in feature mutual-projection
+(FMP) module captures cross-scale and cross-modality dependencies; parallel attentions fuse
+all feature maps.
+
+Inputs: LR target ``x`` (B, 1, *S/s), co-registered HR reference ``r`` (B, 1, *S), integer
+``s`` per axis (anisotropic allowed, e.g. (1, 1, 4) for thick slices). 2D and 3D.
+
+1. Reference gradient ``g = sqrt(sum_i (D_i r)^2 + 1e-6)`` (SPSR operator, in 3D).
+2. Reference encoder: ``concat(r, g)`` space-to-depth onto the LR grid, convs -> ``R``, ``G``.
+3. Trunk: shallow conv, then K residual groups of RCAN channel-attention blocks; after each
+   group the gradient injection ``conv1x1(concat(f, G))`` (SPSR-style) and
+   :class:`~crfm_bench.models.fmp.FMP` with ``R`` (windowed attention, memory linear in
+   the volume).
+4. Parallel attention fusion of the K group outputs: channel attention (avg- and max-pooled
+   descriptors, shared MLP) and spatial attention (channel mean and max, conv, sigmoid)
+   side by side, summed, 1x1 conv; long skip from the shallow features.
+5. Sub-pixel upsampling per axis, tail conv, plus a global residual: the LR input
+   interpolated (origin-aligned tricubic, :mod:`crfm_bench.models.interpolate`).
+6. Loss ``L1(sr, hr) + lambda_grad * L1(grad(sr), grad(hr))``, ``lambda_grad = 0.1``.
+
+Ablations (same class): ``crfm-noref`` (no reference: no ``R``, no ``G``; FMP keeps only its
+cross-scale attention), ``crfm-nograd`` (no gradient branch), ``crfm-nofmp`` (no FMP).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crfm_bench.models.base import SRModel
+from crfm_bench.models.conv import conv_nd, spatial_axes
+from crfm_bench.models.fmp import FMP, check_fmp_options
+from crfm_bench.models.gradient import gradient_magnitude
+from crfm_bench.models.interpolate import origin_aligned_upsample
+from crfm_bench.models.rcan import ResidualGroup
+from crfm_bench.models.reference import ReferenceEncoder
+from crfm_bench.models.registry import register_model, resolve_options
+from crfm_bench.models.subpixel import SubPixelUpsampler
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "n_feats": 16,
+        "n_groups": 2,
+        "n_blocks": 2,
+        "reduction": 2,
+        "window": 8,
+        "heads": 1,
+        "lambda_grad": 0.1,
+    },
+    "base": {
+        "n_feats": 64,
+        "n_groups": 6,
+        "n_blocks": 10,
+        "reduction": 16,
+        "window": 8,
+        "heads": 4,
+        "lambda_grad": 0.1,
+    },
+}
+
+
+class ParallelAttentionFusion(nn.Module):
+    """Channel and spatial attention side by side on concatenated features, summed, 1x1 conv.
+
+    Channel branch (CBAM-style descriptors: Woo et al., ECCV 2018):
+    ``x * sigmoid(MLP(avgpool x) + MLP(maxpool x))``. Spatial branch:
+    ``x * sigmoid(conv([mean_c x, max_c x]))`` (7x7 in 2D, 5^3 in 3D).
+    (B, C_in, *S) -> (B, C_out, *S).
+    """
+
+    def __init__(
+        self, spatial_dims: int, in_channels: int, out_channels: int, reduction: int
+    ) -> None:
+        super().__init__()
+        hidden = max(1, in_channels // reduction)
+        self.mlp = nn.Sequential(
+            conv_nd(spatial_dims, in_channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            conv_nd(spatial_dims, hidden, in_channels, 1),
+        )
+        nn.init.zeros_(self.mlp[0].bias)  # as in rcan.ChannelAttention: no dead ReLU at init
+        self.spatial = conv_nd(spatial_dims, 2, 1, 7 if spatial_dims == 2 else 5)
+        self.out = conv_nd(spatial_dims, in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        axes = spatial_axes(x)
+        avg = x.mean(dim=axes, keepdim=True)
+        mx = x.amax(dim=axes, keepdim=True)
+        channel = x * torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+        desc = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)
+        spatial = x * torch.sigmoid(self.spatial(desc))
+        return self.out(channel + spatial)
+
+
+class CRFM(SRModel):
+    """The CRFM reconstruction; ``use_ref``/``use_grad``/``use_fmp`` select the ablations."""
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        scale: object,
+        n_feats: int = 64,
+        n_groups: int = 6,
+        n_blocks: int = 10,
+        reduction: int = 16,
+        window: int = 8,
+        heads: int = 4,
+        lambda_grad: float = 0.1,
+        use_ref: bool = True,
+        use_grad: bool = True,
+        use_fmp: bool = True,
+    ) -> None:
+        super().__init__(spatial_dims, scale)
+        self.needs_reference = use_ref
+        self.use_grad = use_ref and use_grad
+        self.use_fmp = use_fmp
+        self.lambda_grad = lambda_grad
+        c = n_feats
+        self.encoder = (
+            ReferenceEncoder(
+                spatial_dims, self.scale, c, with_gradient=self.use_grad, with_features=use_fmp
+            )
+            if use_ref and (use_fmp or self.use_grad)
+            else None
+        )
+        self.head = conv_nd(spatial_dims, 1, c)
+        self.groups = nn.ModuleList(
+            ResidualGroup(spatial_dims, c, n_blocks, reduction) for _ in range(n_groups)
+        )
+        self.inject = (
+            nn.ModuleList(conv_nd(spatial_dims, 2 * c, c, 1) for _ in range(n_groups))
+            if self.use_grad
+            else None
+        )
+        self.fmp = (
+            nn.ModuleList(
+                FMP(spatial_dims, c, window, heads, cross_modality=use_ref) for _ in range(n_groups)
+            )
+            if use_fmp
+            else None
+        )
+        self.fusion = ParallelAttentionFusion(spatial_dims, n_groups * c, c, reduction)
+        self.upsampler = SubPixelUpsampler(spatial_dims, c, self.scale)
+        self.tail = conv_nd(spatial_dims, c, 1)
+
+    def upsample(self, lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
+        ref_feats = grad_feats = None
+        if self.encoder is not None and ref is not None:
+            ref_feats, grad_feats = self.encoder(ref)
+        shallow = self.head(lr)
+        f = shallow
+        outputs = []
+        for k, group in enumerate(self.groups):
+            f = group(f)
+            if self.inject is not None:
+                f = self.inject[k](torch.cat([f, grad_feats], 1))
+            if self.fmp is not None:
+                f = self.fmp[k](f, ref_feats)
+            outputs.append(f)
+        f = shallow + self.fusion(torch.cat(outputs, 1))
+        residual = self.tail(self.upsampler(f))
+        return residual + origin_aligned_upsample(lr, self.scale, "cubic")
+
+    def loss(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        """``L1(sr, hr) + lambda_grad * L1(|grad sr|, |grad hr|)`` (SPSR gradient operator)."""
+        l1 = F.l1_loss(sr, hr)
+        if self.lambda_grad == 0:
+            return l1
+        return l1 + self.lambda_grad * F.l1_loss(gradient_magnitude(sr), gradient_magnitude(hr))
+
+
+def _build(
+    name: str,
+    spatial_dims: int,
+    scale: tuple[int, ...],
+    size: str,
+    overrides: dict[str, Any],
+    **flags: bool,
+) -> CRFM:
+    options = resolve_options(name, PRESETS, size, overrides)
+    check_fmp_options(name, options)
+    return CRFM(spatial_dims, scale, **options, **flags)
+
+
+_CITATION = "Wang et al., J Imaging Inform Med 2024, doi:10.1007/s10278-024-01139-1"
+
+
+@register_model(
+    "crfm",
+    family="crfm",
+    needs_reference=True,
+    trainable=True,
+    description="CRFM (our reconstruction): reference gradients + FMP + parallel attention",
+    citation=_CITATION,
+)
+def crfm(spatial_dims: int, scale: tuple[int, ...], size: str, **overrides: Any) -> SRModel:
+    return _build("crfm", spatial_dims, scale, size, overrides)
+
+
+@register_model(
+    "crfm-noref",
+    family="crfm",
+    needs_reference=False,
+    trainable=True,
+    description="CRFM ablation without the reference (no gradient branch, cross-scale FMP only)",
+    citation=_CITATION,
+)
+def crfm_noref(spatial_dims: int, scale: tuple[int, ...], size: str, **overrides: Any) -> SRModel:
+    return _build("crfm-noref", spatial_dims, scale, size, overrides, use_ref=False)
+
+
+@register_model(
+    "crfm-nograd",
+    family="crfm",
+    needs_reference=True,
+    trainable=True,
+    description="CRFM ablation without the reference-gradient branch",
+    citation=_CITATION,
+)
+def crfm_nograd(spatial_dims: int, scale: tuple[int, ...], size: str, **overrides: Any) -> SRModel:
+    return _build("crfm-nograd", spatial_dims, scale, size, overrides, use_grad=False)
+
+
+@register_model(
+    "crfm-nofmp",
+    family="crfm",
+    needs_reference=True,
+    trainable=True,
+    description="CRFM ablation without the FMP modules",
+    citation=_CITATION,
+)
+def crfm_nofmp(spatial_dims: int, scale: tuple[int, ...], size: str, **overrides: Any) -> SRModel:
+    return _build("crfm-nofmp", spatial_dims, scale, size, overrides, use_fmp=False)

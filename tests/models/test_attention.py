@@ -1,0 +1,79 @@
+"""Windowed attention and FMP: window bookkeeping, locality, and memory linear in volume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from crfm_bench.models import create_model
+from crfm_bench.models.attention import WindowedAttention, merge_windows, partition_windows
+from crfm_bench.models.fmp import FMP
+from crfm_bench.models.footprint import saved_tensor_bytes
+
+
+@pytest.mark.parametrize(
+    ("size", "window"), [((8, 12), (4, 3)), ((8, 4, 6), (4, 2, 3)), ((4, 4, 4), (4, 4, 4))]
+)
+def test_merge_inverts_partition(size: tuple[int, ...], window: tuple[int, ...]) -> None:
+    x = torch.randn(2, 6, *size)
+    parts = partition_windows(x, window, heads=2)
+    n_windows = 1
+    for s, w in zip(size, window, strict=True):
+        n_windows *= s // w
+    assert parts.shape == (2 * n_windows * 2, parts.shape[1], 3)
+    torch.testing.assert_close(merge_windows(parts, window, size, 2, 2), x, rtol=0, atol=0)
+
+
+def test_a_window_only_sees_itself() -> None:
+    attn = WindowedAttention(3, 8, window=4, kv_pool=2).eval()
+    x = torch.randn(1, 8, 8, 8, 8)
+    y = x.clone()
+    y[..., 4:, :, :] += torch.randn(1, 8, 4, 8, 8)  # change the second half along axis 0
+    with torch.no_grad():
+        a, b = attn(x), attn(y)
+    torch.testing.assert_close(a[..., :4, :, :], b[..., :4, :, :])  # first windows untouched
+    assert (a[..., 4:, :, :] - b[..., 4:, :, :]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("size", [(5, 7, 3), (9, 2)])
+def test_odd_sizes_are_padded_and_cropped(size: tuple[int, ...]) -> None:
+    attn = WindowedAttention(len(size), 4, window=4, kv_pool=2)
+    x = torch.randn(1, 4, *size)
+    assert attn(x, torch.randn_like(x)).shape == x.shape
+
+
+def _fmp_bytes(fmp: FMP, size: tuple[int, ...]) -> int:
+    x = torch.randn(1, 8, *size)
+    ref = torch.randn(1, 8, *size)
+    return saved_tensor_bytes(lambda: fmp(x, ref))
+
+
+def test_windowed_fmp_memory_is_linear_in_the_volume() -> None:
+    # Doubling the volume must roughly double what autograd keeps for backward.
+    fmp = FMP(3, 8, window=4)
+    small, large = _fmp_bytes(fmp, (8, 8, 8)), _fmp_bytes(fmp, (8, 8, 16))
+    assert 1.8 < large / small < 2.2, (small, large)
+    # The same accounting exposes global attention (one window over the volume) as quadratic.
+    global_fmp = FMP(3, 8, window=64)
+    small, large = _fmp_bytes(global_fmp, (8, 8, 8)), _fmp_bytes(global_fmp, (8, 8, 16))
+    assert large / small > 3.0, (small, large)
+
+
+def test_crfm_activation_memory_is_linear_in_the_volume() -> None:
+    model = create_model("crfm", spatial_dims=3, scale=2)
+
+    def run(lr_size: tuple[int, ...]) -> int:
+        lr = torch.rand(1, 1, *lr_size)
+        ref = torch.rand(1, 1, *(2 * n for n in lr_size))
+        return saved_tensor_bytes(lambda: model(lr, ref))
+
+    ratio = run((16, 16, 16)) / run((16, 16, 8))
+    assert 1.8 < ratio < 2.2, ratio
+
+
+def test_fmp_plugs_into_edsr_and_uses_both_attentions() -> None:
+    model = create_model("edsr-fmp", spatial_dims=3, scale=2)
+    assert model.needs_reference
+    assert len(model.fmp) == 2 and all(f.cross_modality is not None for f in model.fmp)
+    plain = create_model("edsr", spatial_dims=3, scale=2)
+    assert model.num_parameters() > plain.num_parameters()
