@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from crfm_bench.config import Params, load_params
 from crfm_bench.errors import InputError, MissingInputError
 from crfm_bench.scale import format_scale, parse_scale
