@@ -100,10 +100,15 @@ def data_synth(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> 
 
 @data_app.command("ingest")
 def data_ingest(
-    kind: Annotated[str, typer.Argument(help="Dataset layout: ixi, brats or bids.")],
-    src: Annotated[Path, typer.Argument(help="Root folder of the dataset.")],
+    kind: Annotated[
+        str | None,
+        typer.Argument(help="Dataset layout: ixi, brats or bids (default: ingest.kind)."),
+    ] = None,
+    src: Annotated[
+        Path | None, typer.Argument(help="Root folder of the dataset (default: ingest.raw_dir).")
+    ] = None,
     target: Annotated[
-        str | None, typer.Option(help="Grid to bring every contrast onto (default: T2w).")
+        str | None, typer.Option(help="Grid to bring every contrast onto (default: ingest.target).")
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -113,9 +118,23 @@ def data_ingest(
     Example: [bold]crfm-bench data ingest ixi /data/IXI --target T2w[/bold]
     """
     from crfm_bench.data.ingest import ingest_dataset
+    from crfm_bench.errors import InputError
 
     p = _params(params, set_)
-    report = ingest_dataset(kind, src, p.paths.data_dir / "hr", target=target, seed=p.seed)
+    kind = kind or p.ingest.kind
+    src = src or p.ingest.raw_dir
+    if kind is None or src is None:
+        raise InputError("data ingest: give KIND and SRC, or set ingest.kind and ingest.raw_dir")
+    report = ingest_dataset(
+        kind,
+        src,
+        p.paths.data_dir / "hr",
+        target=target or p.ingest.target,
+        contrasts=p.ingest.contrasts,
+        seed=p.seed,
+        val_fraction=p.ingest.val_fraction,
+        test_fraction=p.ingest.test_fraction,
+    )
     typer.echo(report.summary())
 
 

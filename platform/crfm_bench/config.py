@@ -78,6 +78,17 @@ class SynthConfig(_Section):
         return self
 
 
+class IngestConfig(_Section):
+    """A real dataset to ingest (``crfm-bench data ingest`` without arguments, DVC pipelines)."""
+
+    kind: Literal["ixi", "brats", "bids"] | None = None
+    raw_dir: Path | None = None
+    target: Contrast = "T2w"  # the grid every contrast of a subject is brought onto
+    contrasts: list[Contrast] | None = None  # required per subject; null: every contrast seen
+    val_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.15
+    test_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.15
+
+
 class KSpaceConfig(_Section):
     """k-space degradation: keep the centre 1/s of k-space per degraded axis."""
 
@@ -249,6 +260,7 @@ class Params(_Section):
     seed: int = 0
     paths: PathsConfig = Field(default_factory=PathsConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     degrade: DegradeConfig = Field(default_factory=DegradeConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
