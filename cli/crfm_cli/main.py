@@ -8,7 +8,6 @@ User-caused errors (:class:`crfm_bench.errors.CrfmBenchError`) are caught once, 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,15 +15,9 @@ from typing import Annotated
 import typer
 
 from crfm_bench.errors import CrfmBenchError
+from crfm_bench.stackenv import apply_defaults
 
-for _k, _v in {
-    "RAY_AUTH_MODE": "disabled",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-}.items():
-    os.environ.setdefault(_k, _v)
+apply_defaults()
 
 app = typer.Typer(
     name="crfm-bench",

@@ -6,6 +6,7 @@ import os
 
 from crfm_bench.config import RayConfig
 from crfm_bench.errors import ServiceError
+from crfm_bench.stackenv import apply_defaults
 
 
 def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
@@ -15,8 +16,7 @@ def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
     address = address or cfg.address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return "ray (already initialised)"
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    apply_defaults()
     verbose = os.environ.get("CRFM_BENCH_RAY_LOGS", "0") == "1"
     try:
         if address:
