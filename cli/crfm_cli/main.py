@@ -260,10 +260,14 @@ def leaderboard(
     console = _console()
     if from_outputs:
         from crfm_bench.errors import MissingInputError
-        from crfm_bench.metrics import metric_spec_hash
+        from crfm_bench.metrics import metric_spec, metric_spec_hash
 
         title = f"{p.task.target}<-{p.task.reference or 'none'} {p.task.domain} x{p.task.scale}"
-        board = lb.from_model_dirs(p.paths.runs_dir / "models", metric_spec_hash())
+        board = lb.from_model_dirs(
+            p.paths.runs_dir / "models",
+            metric_spec_hash(metric_spec(p.eval.slice_axis)),
+            task=p.task.model_dump(mode="json"),
+        )
         if board.empty:
             raise MissingInputError(
                 f"{p.paths.runs_dir / 'models'}: no model results (crfm-bench run)"
@@ -280,6 +284,22 @@ def leaderboard(
             return
     console.print(lb.render(board, title=title))
     console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
+
+
+@app.command("report")
+def report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Write reports/index.md and a self-contained reports/index.html from the model results.
+
+    Leaderboard, metric contract, significance tests (paired Wilcoxon, bootstrap CI), box
+    plots, training curves and slice figures of every model under runs/models.
+
+    Example: [bold]crfm-bench report[/bold]
+    """
+    from crfm_bench.report.build import build_report
+
+    p = _params(params, set_)
+    path = build_report(p)
+    typer.echo(f"wrote {path} and {path.with_suffix('.md')}")
 
 
 @app.command("tune")

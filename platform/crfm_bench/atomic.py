@@ -17,6 +17,17 @@ from pathlib import Path
 from crfm_bench.errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publishable(path: Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp create 0600/0700; give outputs the usual mode (0666/0777 minus umask)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def ensure_writable_dir(path: Path, what: str = "output directory") -> Path:
     """Create ``path`` if needed and check it is a writable directory; raise InputError if not."""
     path = Path(path)
@@ -48,6 +59,8 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            _publishable(tmp)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -73,6 +86,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield stage
+        _publishable(stage, directory=True)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)

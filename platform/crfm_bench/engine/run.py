@@ -105,7 +105,7 @@ def ensure_data(params: Params, progress: bool = True) -> None:
 
 def open_setting(params: Params) -> Setting:
     """Check tracking first (before any work), then find or create the experiment."""
-    from crfm_bench.metrics import metric_spec_hash
+    from crfm_bench.metrics import metric_spec, metric_spec_hash
 
     client = setup_tracking(params.tracking)
     ensure_data(params)
@@ -113,7 +113,14 @@ def open_setting(params: Params) -> Setting:
     lr_version = manifest_version(lr_dir(params) / "manifest.csv")
     name = experiment_name(params, version)
     exp_id = get_or_create_experiment(client, name, params.tracking.artifact_location)
-    return Setting(client, exp_id, name, version, lr_version, metric_spec_hash())
+    return Setting(
+        client,
+        exp_id,
+        name,
+        version,
+        lr_version,
+        metric_spec_hash(metric_spec(params.eval.slice_axis)),
+    )
 
 
 def model_payload(params: Params, name: str, setting: Setting) -> dict:
@@ -380,6 +387,7 @@ class BenchmarkRun:
                             "run_id": run_id,
                             "metric_spec_hash": self.setting.spec_hash,
                             "dataset_version": self.setting.dataset_version,
+                            "task": self.params.task.model_dump(mode="json"),
                             **metrics,
                         },
                         indent=2,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from crfm_bench.atomic import atomic_write_text
@@ -35,38 +36,51 @@ def collect(client, experiment_id: str, spec_hash: str) -> pd.DataFrame:
         if model in seen:
             continue
         seen.add(model)
-        rows.append(_row(model, run.data.metrics, run.data.tags.get(RUN_KEY_TAG), run.info.run_id))
-    return _rank(rows)
+        rows.append(
+            row_from_metrics(
+                model, run.data.metrics, run.data.tags.get(RUN_KEY_TAG), run.info.run_id
+            )
+        )
+    return rank(rows)
 
 
-def from_model_dirs(models_dir: Path, spec_hash: str) -> pd.DataFrame:
-    """The same table from ``<runs_dir>/models/*/metrics.json`` (what DVC versions), no MLflow."""
+def from_model_dirs(models_dir: Path, spec_hash: str, task: dict | None = None) -> pd.DataFrame:
+    """The same table from ``<runs_dir>/models/*/metrics.json`` (what DVC versions), no MLflow.
+
+    Only results under the metric contract ``spec_hash`` and, when given, of the setting
+    ``task`` are ranked.
+    """
     rows = []
     for path in sorted(Path(models_dir).glob("*/metrics.json")):
         m = json.loads(path.read_text())
-        if m.get("metric_spec_hash") == spec_hash:
-            rows.append(_row(m["model"], m, m.get("run_key"), m.get("run_id")))
-    return _rank(rows)
+        same_task = task is None or m.get("task", task) == task
+        if m.get("metric_spec_hash") == spec_hash and same_task:
+            rows.append(row_from_metrics(m["model"], m, m.get("run_key"), m.get("run_id")))
+    return rank(rows)
 
 
-def _row(model: str, m: dict, key: str | None, run_id: str | None) -> dict:
-    row = {"model": model}
+def row_from_metrics(model: str, m: dict, key: str | None, run_id: str | None) -> dict:
+    """A leaderboard row from a run's metrics (MLflow) or ``metrics.json``; missing -> NaN."""
+    row: dict = {"model": model}
     for q in QUALITY:
-        row[q] = m.get(f"test_{q}_mean")
-        row[f"{q}_std"] = m.get(f"test_{q}_std")
+        row[q] = m.get(f"test_{q}_mean", np.nan)
+        row[f"{q}_std"] = m.get(f"test_{q}_std", np.nan)
     for e in EFFICIENCY:
-        row[e] = m.get(e)
-    row["n_subjects"] = m.get("test_n_subjects")
+        row[e] = m.get(e, np.nan)
+    row["n_subjects"] = m.get("test_n_subjects", np.nan)
     row["run_key"] = key
     row["run_id"] = run_id
     return row
 
 
-def _rank(rows: list[dict]) -> pd.DataFrame:
+def rank(rows: list[dict]) -> pd.DataFrame:
+    """Rows as a table ranked by mean PSNR (best first), with a ``rank`` column."""
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    df = df.sort_values("psnr", ascending=False, kind="stable").reset_index(drop=True)
+    df = df.astype({c: float for c in (*QUALITY, *(f"{q}_std" for q in QUALITY), *EFFICIENCY)})
+    df = df.sort_values("psnr", ascending=False, kind="stable", na_position="last")
+    df = df.reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
     return df
 
@@ -82,56 +96,65 @@ def metrics_json(df: pd.DataFrame) -> dict:
     return out
 
 
-def to_markdown(df: pd.DataFrame, title: str = "") -> str:
-    """Markdown table: mean +/- std over subjects, then the efficiency columns."""
-    head = [
-        "rank",
-        "model",
-        "PSNR dB",
-        "SSIM",
-        "PSNR brain",
-        "SSIM brain",
-        "SSIM slices",
-        "NMSE",
-        "params",
-        "GMACs",
-        "act. MB",
-        "train s",
-        "infer s/vol",
-    ]
-    lines = [f"## {title}", ""] if title else []
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+HEADER = [
+    "rank",
+    "model",
+    "PSNR (dB)",
+    "SSIM",
+    "PSNR brain (dB)",
+    "SSIM brain",
+    "SSIM slices",
+    "NMSE",
+    "params",
+    "GMACs",
+    "act. MB",
+    "train s",
+    "infer s/vol",
+]
 
-    def pm(row, key, digits):
-        v, s = row[key], row.get(f"{key}_std")
-        if v is None or pd.isna(v):
-            return ""
-        return (
-            f"{v:.{digits}f} ± {s:.{digits}f}"
-            if s is not None and not pd.isna(s)
-            else f"{v:.{digits}f}"
-        )
 
-    def num(v, fmt):
-        return "" if v is None or pd.isna(v) else format(v, fmt)
+def fmt_num(v, fmt: str) -> str:
+    return "" if v is None or pd.isna(v) else format(v, fmt)
 
-    for _, r in df.iterrows():
-        cells = [
+
+def _pm(row, key: str, digits: int) -> str:
+    v, s = row[key], row.get(f"{key}_std")
+    if v is None or pd.isna(v):
+        return ""
+    return (
+        f"{v:.{digits}f} ± {s:.{digits}f}"
+        if s is not None and not pd.isna(s)
+        else f"{v:.{digits}f}"
+    )
+
+
+def cells(board: pd.DataFrame) -> list[list[str]]:
+    """Formatted cells per row under :data:`HEADER`: mean ± std over subjects, then efficiency."""
+    return [
+        [
             str(r["rank"]),
             str(r["model"]),
-            pm(r, "psnr", 2),
-            pm(r, "ssim", 4),
-            pm(r, "psnr_masked", 2),
-            pm(r, "ssim_masked", 4),
-            pm(r, "ssim_slice", 4),
-            pm(r, "nmse", 4),
-            num(r["params"], ",.0f"),
-            num(r["macs_g"], ".2f"),
-            num(r["activation_mb"], ".1f"),
-            num(r["train_seconds"], ".0f"),
-            num(r["infer_seconds_per_volume"], ".2f"),
+            _pm(r, "psnr", 2),
+            _pm(r, "ssim", 4),
+            _pm(r, "psnr_masked", 2),
+            _pm(r, "ssim_masked", 4),
+            _pm(r, "ssim_slice", 4),
+            _pm(r, "nmse", 4),
+            fmt_num(r["params"], ",.0f"),
+            fmt_num(r["macs_g"], ".3f"),
+            fmt_num(r["activation_mb"], ".1f"),
+            fmt_num(r["train_seconds"], ".0f"),
+            fmt_num(r["infer_seconds_per_volume"], ".2f"),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        for _, r in board.iterrows()
+    ]
+
+
+def to_markdown(df: pd.DataFrame, title: str = "") -> str:
+    """Markdown table: mean +/- std over subjects, then the efficiency columns."""
+    lines = [f"## {title}", ""] if title else []
+    lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells(df)]
     return "\n".join(lines) + "\n"
 
 
