@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: venv run test lint format bench clean
+.PHONY: venv run test test-fast repro lint bench clean
 
 # The venv is built in place and marked complete only at the end, so an interrupted
 # build is rebuilt rather than trusted. torch goes first, pinned by constraints.txt,
@@ -26,11 +26,20 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(ARGS)
 
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+# The whole DVC pipeline (dvc.yaml) with the environment's tools on PATH.
+repro: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro $(ARGS)
+
 lint: venv
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 bench: venv
 	$(BIN)/python benchmarks/degrade.py
+	$(BIN)/python benchmarks/models.py --quick
+	$(BIN)/python benchmarks/engine.py
 
 clean:
 	rm -rf $(VENV)
