@@ -127,6 +127,7 @@ def data_ingest(
         seed=p.seed,
         val_fraction=p.ingest.val_fraction,
         test_fraction=p.ingest.test_fraction,
+        shape_multiple=p.ingest.shape_multiple,
     )
     typer.echo(report.summary())
 

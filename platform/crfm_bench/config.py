@@ -87,6 +87,7 @@ class IngestConfig(_Section):
     contrasts: list[Contrast] | None = None  # required per subject; null: every contrast seen
     val_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.15
     test_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.15
+    shape_multiple: Annotated[int, Field(ge=1, le=16)] = 4  # zero-pad grids so scales divide
 
 
 class KSpaceConfig(_Section):

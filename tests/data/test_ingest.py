@@ -373,3 +373,14 @@ def test_bids_with_sessions(tmp_path):
     assert [p.name for p in report.ignored] == ["sub-03_ses-pre_PDw.nii.gz"]
     t1 = nib.load(tmp_path / "hr" / "sub-03_ses-pre_T1w.nii.gz").get_fdata()
     assert np.linalg.norm(world_centroid(t1, T2_AFFINE) - blob_centre(2)) < 0.3
+
+
+def test_pad_to_multiple_keeps_voxel_zero_and_the_affine():
+    from crfm_bench.data.ingest import pad_to_multiple
+
+    data = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    out = pad_to_multiple(data, 4)
+    assert out.shape == (8, 8, 8)
+    np.testing.assert_array_equal(out[:5, :6, :7], data)
+    assert not out[5:].any() and not out[:, 6:].any() and not out[:, :, 7:].any()
+    assert pad_to_multiple(data, 1) is data

@@ -140,6 +140,18 @@ def fov_overlap(
     return float(inside.mean())
 
 
+def pad_to_multiple(data: np.ndarray, multiple: int) -> np.ndarray:
+    """Zero-pad each axis at its far end up to a multiple of ``multiple``.
+
+    Padding after the last voxel keeps voxel 0 where it was, so the affine is unchanged; it
+    lets every integer scale that divides ``multiple`` divide the grid (BraTS has 155 slices).
+    """
+    if multiple <= 1:
+        return data
+    pad = [(0, (-n) % multiple) for n in data.shape]
+    return np.pad(data, pad) if any(p for _, p in pad) else data
+
+
 def resample_to_grid(
     data: np.ndarray,
     affine: np.ndarray,
@@ -245,6 +257,7 @@ def ingest_dataset(
     seed: int = 0,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    shape_multiple: int = 1,
 ) -> IngestReport:
     """Ingest the ``kind`` (``ixi``, ``brats``, ``bids``) tree ``src`` into ``out_dir``.
 
@@ -315,6 +328,7 @@ def ingest_dataset(
                     data = resample_to_grid(data, vol.affine, ref.data.shape, ref.affine)
                     resampled = True
                     report.resampled.append((subject, contrast))
+                data = pad_to_multiple(data, shape_multiple)
                 name = f"{subject}_{contrast}.nii.gz"
                 save_volume(stage / name, data, ref.affine)
                 rows.append(

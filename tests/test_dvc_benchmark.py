@@ -1,0 +1,148 @@
+"""The whole benchmark as one DVC pipeline (tiny settings): repro, partial rerun, metrics,
+plots, experiments, an interrupted repro, and push / fresh clone / pull."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+TINY = {
+    "synth": {
+        "n_subjects": 5,
+        "n_val": 1,
+        "n_test": 2,
+        "spacing_mm": 6.0,
+        "contrasts": ["T2w", "PDw"],
+    },
+    "degrade": {"domains": ["kspace"], "scales": ["2"]},
+    "train": {
+        "epochs": 2,
+        "steps_per_epoch": 2,
+        "batch_size": 2,
+        "patch_size": 12,
+        "val_patches": 2,
+        "cpus_per_worker": 1,
+    },
+    "eval": {"window": 24},
+    "ray": {"num_cpus": 2},
+}
+
+
+def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
+    if check:
+        assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+def ran(out: str) -> set[str]:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
+def set_param(repo: Path, dotted: str, value) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    node = params
+    *path, last = dotted.split(".")
+    for p in path:
+        node = node[p]
+    node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    shutil.copytree(
+        ROOT / "platform", root / "platform", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    params["models"]["edsr"]["options"] = {"n_feats": 8, "n_blocks": 2}
+    params["models"]["crfm"]["options"] = {"n_feats": 8}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / ".gitignore").write_text("mlflow.db\nmlruns/\n")
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "config", "user.email", "t@example.org")
+    sh(root, "git", "config", "user.name", "t")
+    sh(root, "dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "store"))
+    return root
+
+
+@pytest.mark.slow
+def test_whole_benchmark_as_one_dvc_pipeline(repo, tmp_path):
+    first = sh(repo, "dvc", "repro")
+    assert {
+        "synthesize",
+        "degrade@kspace-2",
+        "train@crfm",
+        "train@edsr",
+        "train@tricubic",
+        "leaderboard",
+        "report",
+    } <= ran(first.stdout)
+    html = (repo / "reports" / "index.html").read_text()
+    assert "crfm" in html and "Wilcoxon" in html and "http://" not in html
+    assert ran(sh(repo, "dvc", "repro").stdout) == set()
+
+    metrics = sh(repo, "dvc", "metrics", "show", "--json").stdout
+    assert '"psnr"' in metrics and "edsr" in metrics and "tricubic" in metrics
+    sh(repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    assert (tmp_path / "plots" / "index.html").is_file()
+
+    # one model's setting changes: only its stage, the leaderboard and the report rerun
+    set_param(repo, "models.edsr.lr", 0.002)
+    assert ran(sh(repo, "dvc", "repro").stdout) == {"train@edsr", "leaderboard", "report"}
+
+    # experiments from the command line, compared by dvc exp show
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline")
+    sh(repo, "dvc", "exp", "run", "-S", "models.edsr.lr=0.003", "-n", "edsr-lr3")
+    assert "edsr-lr3" in sh(repo, "dvc", "exp", "show", "--csv").stdout
+
+    # an interrupted repro: the rerun completes and nothing half-written is trusted
+    set_param(repo, "models.edsr.lr", 0.0015)
+    proc = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=repo,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    t0 = time.time()
+    while time.time() - t0 < 300 and not list((repo / "runs" / "ray").glob("edsr-*/checkpoint_*")):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=300)
+    again = sh(repo, "dvc", "repro")
+    assert "train@edsr" in ran(again.stdout) or "leaderboard" in ran(again.stdout)
+    assert "up to date" in sh(repo, "dvc", "status").stdout.lower()
+    assert (repo / "runs" / "models" / "edsr" / "metrics.json").is_file()
+
+    # push everything; a fresh clone pulls it and has nothing to reproduce
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "results")
+    sh(repo, "dvc", "push")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    sh(clone, "dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "store"))
+    sh(clone, "dvc", "pull")
+    assert ran(sh(clone, "dvc", "repro").stdout) == set()
+    assert (clone / "reports" / "index.html").is_file()
