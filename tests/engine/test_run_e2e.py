@@ -18,13 +18,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 EXE = Path(sys.executable).with_name("crfm-bench")
 
 
 def history(path: Path, run_id: str, key: str) -> list[float]:
-    from mlflow import MlflowClient
-
     client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
     return [m.value for m in client.get_metric_history(run_id, key)]
 
@@ -75,16 +74,12 @@ def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlfl
         assert "test_psnr_mean" in child.data.metrics
     edsr = next(r for r in children if r.data.tags["crfm.model"] == "edsr")
     assert len(history(project.dir, edsr.info.run_id, "val_psnr")) == 2  # one per epoch, rank 0
-    artifacts = {
-        a.path
-        for a in __import__("mlflow")
-        .MlflowClient(f"sqlite:///{project.dir / 'mlflow.db'}")
-        .list_artifacts(edsr.info.run_id)
-    }
+    client = MlflowClient(f"sqlite:///{project.dir / 'mlflow.db'}")
+    artifacts = {a.path for a in client.list_artifacts(edsr.info.run_id)}
     assert {"per_subject.csv", "slices.png", "checkpoint"} <= artifacts
 
     # predictions are NIfTI on the HR grid with the HR affine
-    pred = next((project.dir / "runs" / "eval").glob("edsr-*/*_sr.nii.gz"))
+    pred = next((project.dir / "runs" / "models" / "edsr" / "predictions").glob("*_sr.nii.gz"))
     subject = pred.name.removesuffix("_sr.nii.gz")
     hr = nib.load(project.dir / "data" / "hr" / f"{subject}_T2w.nii.gz")
     sr = nib.load(pred)
@@ -107,9 +102,16 @@ def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlfl
     assert len(pd.read_csv(project.dir / "reports" / "leaderboard.csv")) == 3
 
 
+# Long enough to be interrupted between checkpoints (a few seconds per epoch).
+SLOW_TRAIN = {
+    "train": {"epochs": 6, "steps_per_epoch": 40, "patch_size": 24},
+    "models": {"edsr": {"options": {"n_blocks": 4, "n_feats": 16}}},
+}
+
+
 @pytest.mark.slow
 def test_killed_worker_resumes_from_its_checkpoint(project, mlflow_runs):
-    project.write({"train": {"epochs": 5, "steps_per_epoch": 6}})
+    project.write(SLOW_TRAIN)
     proc = start(project.dir, "run", "--models", "edsr")
     pid_files = lambda: list((project.dir / "runs" / "pids").glob("edsr-*/rank0.pid"))  # noqa: E731
     wait_for(lambda: pid_files() and checkpoints(project.dir, "edsr"), 300, "a checkpoint", proc)
@@ -121,12 +123,12 @@ def test_killed_worker_resumes_from_its_checkpoint(project, mlflow_runs):
     resumed = history(project.dir, runs[0].info.run_id, "resumed_from")
     assert max(resumed) >= 1, "the restarted worker group did not start from a checkpoint"
     epochs_seen = history(project.dir, runs[0].info.run_id, "step")
-    assert max(epochs_seen) == 5 * 6
+    assert max(epochs_seen) == 6 * 40
 
 
 @pytest.mark.slow
 def test_interrupted_run_finishes_on_rerun_without_duplicates(project, mlflow_runs):
-    project.write({"train": {"epochs": 5, "steps_per_epoch": 6}})
+    project.write(SLOW_TRAIN)
     proc = start(project.dir, "run", "--models", "edsr,tricubic")
     wait_for(lambda: checkpoints(project.dir, "edsr"), 300, "a checkpoint", proc)
     proc.send_signal(signal.SIGINT)
