@@ -128,6 +128,23 @@ def bench_stage(n: int, size: int) -> list[tuple[str, float, float]]:
     return out
 
 
+def bench_synthesis(n: int) -> list[tuple[str, float]]:
+    """Seconds per synthetic subject (all four contrasts) at the default and at 1 mm spacing."""
+    from crfm_bench.config import SynthConfig
+    from crfm_bench.data.synth import load_template, synthesize_subject
+
+    load_template()  # reading the template once is not per-subject work
+    out = []
+    for spacing in (2.0, 1.0):
+        cfg = SynthConfig(spacing_mm=spacing)
+        synthesize_subject(cfg, 0)  # warm the per-spacing smoothed maps
+        t0 = time.perf_counter()
+        for i in range(1, n + 1):
+            synthesize_subject(cfg, i)
+        out.append((f"synthesis, {spacing:g} mm, 4 contrasts", (time.perf_counter() - t0) / n))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
@@ -145,6 +162,10 @@ def main() -> None:
     print(f"{'stage (in-process, workers=0)':<52} {'s':>7} {'vol/s':>7}")
     for name, t, rate in bench_stage(args.volumes, args.size):
         print(f"{name:<52} {t:>7.2f} {rate:>7.2f}")
+    print()
+    print(f"{'synthesis':<52} {'s/subject':>9}")
+    for name, t in bench_synthesis(2):
+        print(f"{name:<52} {t:>9.2f}")
 
 
 if __name__ == "__main__":

@@ -202,4 +202,6 @@ def test_tune_runs_asha_trials_and_writes_params_run_accepts(project, mlflow_run
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     assert len(trials) == 2
     assert all(t.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for t in trials)
-    assert yaml.safe_load(best_file.read_text())["models"]["edsr"]["epochs"] == 2
+    tree = yaml.safe_load(best_file.read_text())
+    assert tree["models"]["edsr"]["epochs"] is None  # full schedule of train.epochs
+    assert tuned.train == load_params(project.dir / "params.yaml").train

@@ -316,7 +316,7 @@ class BenchmarkRun:
             ray_name,
             self.uri,
             run_id,
-            pid_dir=self.params.paths.runs_dir / "pids" / ray_name,
+            pid_dir=(self.params.paths.runs_dir / "pids" / ray_name).resolve(),
         )
         seconds = time.perf_counter() - t0
         if result.checkpoint is None:

@@ -46,7 +46,8 @@ def best_params(params: Params, model: str, best: dict[str, Any]) -> Params:
             mcfg[key] = value
         else:
             mcfg.setdefault("options", {})[key] = value
-    mcfg.setdefault("epochs", params.tune.max_epochs)
+    # epochs stay as configured: tune.max_epochs is a short screening budget, and the
+    # final run trains on the full schedule
     return Params.model_validate(tree)
 
 
