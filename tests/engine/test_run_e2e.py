@@ -40,8 +40,19 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def checkpoints(path: Path, model: str) -> list[Path]:
-    return sorted((path / "runs" / "ray").glob(f"{model}-*/checkpoint_*"))
+def checkpoints(path: Path, model: str) -> list[str]:
+    """Checkpoints Ray Train has *registered* (listed in its checkpoint manager's snapshot);
+    a checkpoint folder that is still being reported does not count."""
+    import json
+
+    names: list[str] = []
+    for snap in (path / "runs" / "ray").glob(f"{model}-*/checkpoint_manager_snapshot.json"):
+        try:
+            state = json.loads(snap.read_text())
+        except (OSError, ValueError):
+            continue
+        names += [r["checkpoint_dir_name"] for r in state.get("checkpoint_results", [])]
+    return names
 
 
 def start(path: Path, *args: str) -> subprocess.Popen:
