@@ -42,6 +42,7 @@ def test_quick_run_compares_like_with_like(tmp_path):
     assert ray["val_psnr"] == pytest.approx(plain["val_psnr"], abs=1e-3)
     assert ray["wall_seconds"] > ray["train_seconds"] > 0
     assert plain["wall_seconds"] > plain["loop_seconds"] >= plain["train_seconds"] > 0
+    assert ray["loop_cpu_seconds"] > 0 and plain["loop_cpu_seconds"] > 0  # NaN fails too
 
     inf = results["inference"]["crfm"]
     assert inf["hr_shape"] == [2 * n for n in inf["lr_shape"]]

@@ -9,6 +9,22 @@ from crfm_bench.errors import ServiceError
 from crfm_bench.stackenv import apply_defaults
 
 
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast, in one line, if nothing listens at a Ray address (``ray.init`` would retry
+    for minutes). Accepts ``host:port`` and ``ray://host:port``."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ServiceError(f"ray.address {address}: expected host:port or ray://host:port")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ServiceError(f"ray.address {address}: unreachable ({exc.strerror or exc})") from None
+
+
 def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
     """Connect to (or start) Ray once per process; return a description of where it runs."""
     import ray
@@ -18,6 +34,8 @@ def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
         return "ray (already initialised)"
     apply_defaults()
     verbose = os.environ.get("CRFM_BENCH_RAY_LOGS", "0") == "1"
+    if address and address != "auto":
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=verbose)

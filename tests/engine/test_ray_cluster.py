@@ -1,0 +1,87 @@
+"""Scale-out by configuration alone: the same ``crfm-bench run`` on an existing Ray cluster
+(a head node started here with ``ray start``), chosen by ``--address`` / ``RAY_ADDRESS``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head():
+    import shutil
+    import tempfile
+
+    # a short temp dir: Ray's Unix sockets live below it, and their paths are limited (~107)
+    temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={temp_dir}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"127.0.0.1:{port}"
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        probe = subprocess.run(
+            [str(BIN / "ray"), "status", f"--address={address}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if probe.returncode == 0 and "CPU" in probe.stdout:
+            break
+        if proc.poll() is not None:
+            pytest.fail("ray start --head exited")
+        time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("the Ray head did not come up within 120 s")
+    yield address
+    proc.terminate()  # --block: terminating it stops the processes of this cluster only
+    proc.wait(timeout=60)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_run_on_an_existing_ray_cluster(project, ray_head, mlflow_runs):
+    res = project("run", "--models", "edsr", "--address", ray_head)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"ray cluster at {ray_head}" in res.stdout
+    runs = mlflow_runs(project.dir, "edsr")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert (project.dir / "runs" / "models" / "edsr" / "checkpoint" / "state.pt").is_file()
+
+
+def test_unreachable_ray_cluster_is_one_clear_error(project):
+    port = free_port()
+    res = project("run", "--models", "edsr", "--address", f"127.0.0.1:{port}", timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "ray.address" in res.stderr and "Traceback" not in res.stderr
