@@ -3,20 +3,14 @@ plots, experiments, an interrupted repro, and push / fresh clone / pull."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+from dvc_support import ENV, deep_update, make_project, ran, sh
 
 TINY = {
     "synth": {
@@ -40,17 +34,6 @@ TINY = {
 }
 
 
-def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
-    if check:
-        assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-    return res
-
-
-def ran(out: str) -> set[str]:
-    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-
-
 def set_param(repo: Path, dotted: str, value) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     node = params
@@ -63,26 +46,19 @@ def set_param(repo: Path, dotted: str, value) -> None:
 
 @pytest.fixture
 def repo(tmp_path):
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, root / name)
-    shutil.copytree(ROOT / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    shutil.copytree(
-        ROOT / "platform", root / "platform", ignore=shutil.ignore_patterns("__pycache__")
+    return make_project(
+        tmp_path / "repo",
+        tmp_path / "store",
+        deep_update(
+            TINY,
+            {
+                "models": {
+                    "edsr": {"options": {"n_feats": 8, "n_blocks": 2}},
+                    "crfm": {"options": {"n_feats": 8}},
+                }
+            },
+        ),
     )
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    params["models"]["edsr"]["options"] = {"n_feats": 8, "n_blocks": 2}
-    params["models"]["crfm"]["options"] = {"n_feats": 8}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / ".gitignore").write_text("mlflow.db\nmlruns/\n")
-    sh(root, "git", "init", "-q")
-    sh(root, "git", "config", "user.email", "t@example.org")
-    sh(root, "git", "config", "user.name", "t")
-    sh(root, "dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "store"))
-    return root
 
 
 @pytest.mark.slow

@@ -3,51 +3,30 @@ rerun, push/pull. The training and report stages are covered by tests/test_dvc_b
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def sh(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
-    return res
+from dvc_support import make_project, ran, sh
 
 
 @pytest.fixture
 def repo(tmp_path):
     """A git + DVC project holding this repository's dvc.yaml, .dvc config and sources."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, root / name)
-    shutil.copytree(ROOT / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    shutil.copytree(
-        ROOT / "platform", root / "platform", ignore=shutil.ignore_patterns("__pycache__")
+    return make_project(
+        tmp_path / "repo",
+        tmp_path / "store",
+        {
+            "synth": {
+                "n_subjects": 4,
+                "n_val": 1,
+                "n_test": 1,
+                "spacing_mm": 6.0,
+                "contrasts": ["T2w", "PDw"],
+            },
+            "degrade": {"domains": ["kspace", "image"], "scales": ["2", "1x1x4"]},
+        },
     )
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["synth"].update(
-        n_subjects=4, n_val=1, n_test=1, spacing_mm=6.0, contrasts=["T2w", "PDw"]
-    )
-    params["degrade"]["domains"] = ["kspace", "image"]
-    params["degrade"]["scales"] = ["2", "1x1x4"]
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "store"))
-    return root
-
-
-def ran(out: str) -> set[str]:
-    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
 
 
 def test_repro_noop_partial_rerun_and_remote_round_trip(repo):

@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -25,9 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from dvc_support import ROOT, deep_update, make_project, ran, sh
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SIGMA = 6.0  # mm, blob width: smooth enough that x2 k-space truncation keeps almost all of it
 
 # Tiny training and evaluation: CPU seconds, modest threads.
@@ -47,33 +42,6 @@ TINY = {
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check:
-        assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-    return res
-
-
-def ran(out: str) -> set[str]:
-    """Stages DVC ran, by name within their dvc.yaml (``ingest``, ``degrade@kspace-2``...)."""
-    names = (line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    return {name.rsplit(":", 1)[-1] for name in names}
-
-
-def deep_update(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = deep_update(out.get(k, {}), v) if isinstance(v, dict) else v
-    return out
 
 
 def grid_affine(shape, spacing, centre, deg_z: float = 0.0) -> np.ndarray:
@@ -111,24 +79,8 @@ def centre_of(i: int) -> np.ndarray:
 
 def make_repo(tmp_path: Path, name: str, raw: Path, extra: dict) -> Path:
     """A git + DVC project holding the repository's pipelines and sources; returns its root."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    for f in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(ROOT / f, root / f)  # the root pipeline too: DVC indexes every dvc.yaml
-    shutil.copytree(ROOT / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    shutil.copytree(
-        ROOT / "platform", root / "platform", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copytree(
-        ROOT / "pipelines",
-        root / "pipelines",
-        ignore=shutil.ignore_patterns(
-            "data", "runs", "reports", "mlflow.db", "mlruns", "dvc.lock", ".gitignore"
-        ),
-    )
+    root = make_project(tmp_path / "repo", tmp_path / "store", pipelines=True)
     set_params(root, name, deep_update(TINY, {"ingest": {"raw_dir": str(raw)}, **extra}))
-    sh(root, "git", "init", "-q")
-    sh(root, "dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "store"))
     return root
 
 

@@ -4,7 +4,6 @@ server (started here on the loopback interface) chosen by ``MLFLOW_TRACKING_URI`
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,8 @@ from mlflow import MlflowClient
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def mlflow_server(tmp_path):
+def mlflow_server(tmp_path, free_port):
     port = free_port()
     proc = subprocess.Popen(
         [

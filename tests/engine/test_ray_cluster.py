@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,8 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def ray_head():
+def ray_head(free_port):
     import shutil
     import tempfile
 
@@ -80,7 +73,7 @@ def test_run_on_an_existing_ray_cluster(project, ray_head, mlflow_runs):
     assert (project.dir / "runs" / "models" / "edsr" / "checkpoint" / "state.pt").is_file()
 
 
-def test_unreachable_ray_cluster_is_one_clear_error(project):
+def test_unreachable_ray_cluster_is_one_clear_error(project, free_port):
     port = free_port()
     res = project("run", "--models", "edsr", "--address", f"127.0.0.1:{port}", timeout=300)
     assert res.returncode == 2, res.stderr[-2000:]

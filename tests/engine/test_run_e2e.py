@@ -216,3 +216,18 @@ def test_tune_runs_asha_trials_and_writes_params_run_accepts(project, mlflow_run
     tree = yaml.safe_load(best_file.read_text())
     assert tree["models"]["edsr"]["epochs"] is None  # full schedule of train.epochs
     assert tuned.train == load_params(project.dir / "params.yaml").train
+
+
+@pytest.mark.slow
+def test_two_ray_train_workers_train_with_ddp(project, mlflow_runs):
+    # DDP over two CPU workers (gloo): each worker draws its shard of the patches; rank 0 alone
+    # reports checkpoints and the controller logs each epoch once.
+    project.write({"train": {"num_workers": 2, "cpus_per_worker": 1, "epochs": 2}})
+    res = project("run", "--models", "edsr")
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = mlflow_runs(project.dir, "edsr")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert len(history(project.dir, runs[0].info.run_id, "val_psnr")) == 2
+    pids = list((project.dir / "runs" / "pids").glob("edsr-*/rank*.pid"))
+    assert sorted(p.name for p in pids) == ["rank0.pid", "rank1.pid"]
+    assert len({p.read_text() for p in pids}) == 2  # two distinct worker processes
