@@ -231,3 +231,10 @@ def test_two_ray_train_workers_train_with_ddp(project, mlflow_runs):
     pids = list((project.dir / "runs" / "pids").glob("edsr-*/rank*.pid"))
     assert sorted(p.name for p in pids) == ["rank0.pid", "rank1.pid"]
     assert len({p.read_text() for p in pids}) == 2  # two distinct worker processes
+
+
+def test_tune_refuses_several_workers_per_trial(project):
+    project.write({"train": {"num_workers": 2}})
+    res = project("tune")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "train.num_workers" in res.stderr

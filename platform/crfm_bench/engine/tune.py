@@ -70,6 +70,13 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
     validate_models([model], params)
     if not model_info(model).trainable:
         raise InputError(f"--model: '{model}' has nothing to tune (not trainable)")
+    if params.train.num_workers > 1:
+        # A TorchTrainer per trial (Train V2 + TuneReportCallback) hung on these machines
+        # (STACK.md; reproduced here), so each trial is one process for now.
+        raise InputError(
+            f"train.num_workers {params.train.num_workers}: tune runs each trial in one "
+            "process; use -S train.num_workers=1 (several workers per trial: not supported yet)"
+        )
     for key, spec in params.tune.space.items():
         if key in TRAIN_KEYS:
             continue
