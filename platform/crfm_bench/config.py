@@ -218,6 +218,10 @@ class RayConfig(_Section):
 
     address: str | None = None
     num_cpus: Annotated[int, Field(ge=1)] | None = None  # local Ray only; null: all cores
+    # local Ray only: start the dashboard (on a free port). Train V2 frees the workers of a
+    # Tune trial stopped early through its state API, so tune with several workers per
+    # trial needs it.
+    dashboard: bool = True
 
 
 class TuneConfig(_Section):

@@ -233,8 +233,48 @@ def test_two_ray_train_workers_train_with_ddp(project, mlflow_runs):
     assert len({p.read_text() for p in pids}) == 2  # two distinct worker processes
 
 
-def test_tune_refuses_several_workers_per_trial(project):
-    project.write({"train": {"num_workers": 2}})
-    res = project("tune")
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "train.num_workers" in res.stderr
+@pytest.mark.slow
+def test_tune_trials_each_drive_a_two_worker_ray_train_run(project, mlflow_runs):
+    # Train V2 in Tune: each trial launches a TorchTrainer of two DDP workers and forwards its
+    # reports through TuneReportCallback. ASHA stops trials before their function returns (at
+    # the grace period or at max_t); the next trial must still get the workers' CPUs (without
+    # Ray's state API the stopped trial's placement group leaked and the search hung).
+    project.write(
+        {
+            "train": {"num_workers": 2},
+            "tune": {
+                "model": "edsr",
+                "num_samples": 3,
+                "max_epochs": 2,
+                "grace_period": 1,
+                "space": {"lr": {"loguniform": [0.0003, 0.003]}},
+            },
+        }
+    )
+    res = project("tune", timeout=480)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "a Ray Train run of 2 workers per trial" in res.stdout.replace("\n", " ")
+    [search] = (project.dir / "runs" / "tune").glob("tune-edsr-*/pids")
+    trials = sorted(search.iterdir())
+    assert len(trials) == 3
+    for trial in trials:
+        pids = sorted(trial.glob("rank*.pid"))
+        assert [p.name for p in pids] == ["rank0.pid", "rank1.pid"]
+        assert len({p.read_text() for p in pids}) == 2
+    runs = [r for r in mlflow_runs(project.dir) if r.data.tags.get("crfm.kind") == "trial"]
+    assert len(runs) == 3
+    epochs = sorted(len(history(project.dir, r.info.run_id, "val_psnr")) for r in runs)
+    assert epochs[-1] == 2 and epochs[0] >= 1  # the best ran the whole budget
+    assert (project.dir / "reports" / "tune" / "edsr-best.yaml").is_file()
+
+
+def test_worker_group_larger_than_the_local_ray_stops_before_any_work(project):
+    project.write({"train": {"num_workers": 2, "cpus_per_worker": 2}, "ray": {"num_cpus": 3}})
+    for command in (["run", "--models", "edsr"], ["tune", "--model", "edsr"]):
+        res = project(*command)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1, res.stderr
+        assert "train.num_workers 2 x train.cpus_per_worker 2" in lines[0]
+        assert "4 CPU" in lines[0] and "3 CPU" in lines[0]
+        assert not (project.dir / "data").exists() and not (project.dir / "runs").exists()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 
-from crfm_bench.config import RayConfig
-from crfm_bench.errors import ServiceError
+from crfm_bench.config import Params, RayConfig, TrainConfig
+from crfm_bench.errors import InputError, ServiceError
 from crfm_bench.stackenv import apply_defaults
+
+# True once this process has started its own local Ray (resources then are known and fixed)
+_local = False
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:
@@ -29,6 +32,7 @@ def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
     """Connect to (or start) Ray once per process; return a description of where it runs."""
     import ray
 
+    global _local
     address = address or cfg.address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return "ray (already initialised)"
@@ -42,7 +46,9 @@ def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
             return f"ray cluster at {address}"
         ray.init(
             num_cpus=cfg.num_cpus,
-            include_dashboard=False,
+            include_dashboard=cfg.dashboard,
+            # 0: a free port, so two local Rays (or another service on 8265) never collide
+            dashboard_port=0 if cfg.dashboard else None,
             log_to_driver=verbose,
             configure_logging=True,
             logging_level="WARNING",
@@ -50,4 +56,63 @@ def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
     except (ConnectionError, TimeoutError, ValueError) as exc:
         where = address or "local"
         raise ServiceError(f"ray.address {where}: cannot connect ({exc})") from None
-    return f"local ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+    _local = True
+    where = f"local ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs"
+    url = _dashboard_url() if cfg.dashboard else None
+    return where + (f", dashboard http://{url})" if url else ")")
+
+
+def _dashboard_url() -> str | None:
+    try:
+        from ray._private.worker import get_dashboard_url
+
+        return get_dashboard_url() or None
+    except Exception:  # an internal helper: never fail a run over a URL in a message
+        return None
+
+
+def worker_group(t: TrainConfig) -> dict[str, float]:
+    """Resources one Ray Train worker group asks for."""
+    group = {"CPU": float(t.num_workers * t.cpus_per_worker)}
+    if t.use_gpu:
+        group["GPU"] = float(t.num_workers)
+    return group
+
+
+def local_resources(cfg: RayConfig) -> dict[str, float]:
+    """What the local Ray has (or will have when :func:`ensure_ray` starts it)."""
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    import torch
+
+    cpus = cfg.num_cpus or len(os.sched_getaffinity(0))
+    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
+
+
+def check_worker_group_fits(params: Params, address: str | None = None, concurrent: int = 1) -> int:
+    """On a local Ray, fail in one line if a training worker group can never be placed (Ray
+    Train would wait for it forever); return how many groups fit at once (at most
+    ``concurrent``). Called before any work. On a cluster nothing is checked: an autoscaler
+    may add the nodes.
+    """
+    import ray
+
+    if address or params.ray.address or os.environ.get("RAY_ADDRESS"):
+        return concurrent
+    if ray.is_initialized() and not _local:
+        return concurrent
+    t = params.train
+    have = local_resources(params.ray)
+    need = worker_group(t)
+    fits = min(int(have.get(k, 0.0) // v) for k, v in need.items() if v > 0)
+    if fits < 1:
+        detail = " + ".join(f"{v:g} {k}" for k, v in need.items())
+        got = " + ".join(f"{have.get(k, 0.0):g} {k}" for k in need)
+        raise InputError(
+            f"train.num_workers {t.num_workers} x train.cpus_per_worker {t.cpus_per_worker}"
+            f"{' (use_gpu)' if t.use_gpu else ''}: a worker group needs {detail}, the local "
+            f"Ray has {got} (lower them, or set ray.num_cpus)"
+        )
+    return max(1, min(concurrent, fits))

@@ -143,6 +143,33 @@ def tune_trial(config: dict) -> None:
     train_loop(base, TuneSession())
 
 
+def tune_trial_distributed(config: dict) -> None:
+    """Ray Tune function trainable for trials with several workers: the trial drives one Ray
+    Train run (same loop, DDP) and forwards its epoch reports to Tune through
+    ``TuneReportCallback`` (the Train V2 pattern: ``Tuner(TorchTrainer)`` is gone). The run
+    is named after the trial and kept under ``base["storage"]``; its workers write their pids
+    to ``<storage>/../pids/<trial>/``."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from crfm_bench.config import Params
+    from crfm_bench.engine.trainer import fit_model
+
+    base = config["base"]
+    trial = ray.tune.get_context().get_trial_id()
+    fit_model(
+        Params.model_validate(base["params"]),
+        base["model"],
+        base["cases"],
+        run_name=f"{base['model']}-{trial}",
+        overrides={**base.get("overrides", {}), **config["sample"]},
+        epochs=base["epochs"],
+        pid_dir=Path(base["storage"]).parent / "pids" / trial,
+        callbacks=[TuneReportCallback()],
+        storage=base["storage"],
+    )
+
+
 def train_loop(config: dict, session) -> None:
     """The loop itself; ``session`` is a :class:`TrainSession` or :class:`TuneSession`."""
     import ray

@@ -434,7 +434,10 @@ def run_benchmark(
     from rich.console import Console
 
     console = console or Console()
+    from crfm_bench.engine.cluster import check_worker_group_fits
+
     names = validate_models(models or params.benchmark.models, params)
+    check_worker_group_fits(params, address)
     bench = BenchmarkRun(params, force, address, console)
     console.print(
         f"[bold]setting[/bold] {bench.setting.experiment}  ({len(bench.test_cases)} test "

@@ -25,6 +25,8 @@ def fit_model(
     overrides: dict[str, Any] | None = None,
     epochs: int | None = None,
     pid_dir: Path | None = None,
+    callbacks: list | None = None,
+    storage: str | None = None,
 ):
     """Train ``model`` on Ray Train; return the ``ray.train.Result``.
 
@@ -32,6 +34,8 @@ def fit_model(
     the data through the object store. A rerun with the same ``run_name`` and storage
     resumes from the last checkpoint (Ray restores the run's checkpoint manager), as does a
     worker group restarted after a failure (``FailureConfig.max_failures``).
+    ``callbacks`` are extra Ray Train ``UserCallback``s (a Tune trial passes its
+    ``TuneReportCallback``); ``storage`` overrides :func:`storage_path`.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -42,7 +46,7 @@ def fit_model(
     resources = {"CPU": t.cpus_per_worker}
     if t.use_gpu:
         resources["GPU"] = 1
-    callbacks = []
+    callbacks = list(callbacks or [])
     if mlflow_uri and mlflow_run_id:
         from crfm_bench.engine.callbacks import MlflowEpochLogger
 
@@ -62,7 +66,7 @@ def fit_model(
         ),
         run_config=RunConfig(
             name=run_name,
-            storage_path=storage_path(params),
+            storage_path=storage or storage_path(params),
             checkpoint_config=CheckpointConfig(num_to_keep=t.num_to_keep),
             failure_config=FailureConfig(max_failures=t.max_failures),
             callbacks=callbacks,

@@ -1,8 +1,11 @@
 """``crfm-bench tune``: Ray Tune with ASHA over ``params.tune.space``.
 
-Each trial runs the training loop of ``crfm-bench run`` (:func:`crfm_bench.engine.loop.tune_trial`:
-the same loop in a Tune session, one process per trial; STACK.md measured this as the
-reliable Train V2 pattern for small searches on one machine). Trials are logged as nested
+Each trial runs the training loop of ``crfm-bench run``: with ``train.num_workers`` 1 the loop
+itself in the trial's process (:func:`crfm_bench.engine.loop.tune_trial`), with more a Ray Train
+run of that many DDP workers driven by the trial
+(:func:`crfm_bench.engine.loop.tune_trial_distributed`, Train V2's ``TuneReportCallback``
+pattern). The latter needs Ray's state API (dashboard): Ray Train frees the worker group of
+a trial that ASHA stops only through it, else the next trial waits forever for CPUs. Trials are logged as nested
 MLflow runs under one parent; the best configuration is printed and written as a complete
 params file that ``crfm-bench run --params`` accepts.
 """
@@ -58,9 +61,9 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
     from ray import tune
     from rich.console import Console
 
-    from crfm_bench.engine.cluster import ensure_ray
+    from crfm_bench.engine.cluster import check_worker_group_fits, ensure_ray
     from crfm_bench.engine.data import load_cases
-    from crfm_bench.engine.loop import tune_trial
+    from crfm_bench.engine.loop import tune_trial, tune_trial_distributed
     from crfm_bench.engine.run import open_setting, validate_models
     from crfm_bench.models import model_info
     from crfm_bench.tracking import KIND_TAG, MODEL_TAG
@@ -70,13 +73,6 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
     validate_models([model], params)
     if not model_info(model).trainable:
         raise InputError(f"--model: '{model}' has nothing to tune (not trainable)")
-    if params.train.num_workers > 1:
-        # A TorchTrainer per trial (Train V2 + TuneReportCallback) hung on these machines
-        # (STACK.md; reproduced here), so each trial is one process for now.
-        raise InputError(
-            f"train.num_workers {params.train.num_workers}: tune runs each trial in one "
-            "process; use -S train.num_workers=1 (several workers per trial: not supported yet)"
-        )
     for key, spec in params.tune.space.items():
         if key in TRAIN_KEYS:
             continue
@@ -88,6 +84,13 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
             cfg.options = {**cfg.options, key: value}
             trial.models = {**trial.models, model: cfg}
             validate_models([model], trial)
+    distributed = params.train.num_workers > 1
+    if distributed and not (params.ray.dashboard or address or params.ray.address):
+        raise InputError(
+            "ray.dashboard false: tune with train.num_workers > 1 needs the local Ray's "
+            "dashboard (Ray Train frees a stopped trial's workers through its state API)"
+        )
+    concurrent = check_worker_group_fits(params, address, params.tune.max_concurrent)
     setting = open_setting(params)
     client = setting.client
     where = ensure_ray(params.ray, address)
@@ -97,15 +100,32 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
     parent = client.create_run(
         setting.experiment_id, run_name=name, tags={KIND_TAG: "tune", MODEL_TAG: model}
     )
-    console.print(f"[bold]tune {model}[/bold]: {t.num_samples} trials with ASHA on {where}")
+    per_trial = (
+        f"a Ray Train run of {params.train.num_workers} workers" if distributed else "one process"
+    )
+    console.print(
+        f"[bold]tune {model}[/bold]: {t.num_samples} trials with ASHA on {where}, "
+        f"{per_trial} per trial, {concurrent} at a time"
+    )
+    storage = (params.paths.runs_dir / "tune").resolve()
     base = {
         "params": params.model_dump(mode="json"),
         "model": model,
         "cases": cases_ref,
         "overrides": {},
         "epochs": t.max_epochs,
+        "storage": str(storage / name / "train"),
     }
-    trainable = tune.with_resources(tune_trial, {"cpu": params.train.cpus_per_worker})
+    if distributed:
+        # The trial only drives its Ray Train run, whose worker group asks for its own CPUs;
+        # the trial holds no CPU (even 0.01 would leave a 2-CPU machine one short for two
+        # 1-CPU workers) and reserves some memory instead, as Tune needs a non-empty request.
+        trainable = tune.with_resources(tune_trial_distributed, {"cpu": 0, "memory": 256 * 2**20})
+    else:
+        own = {"cpu": params.train.cpus_per_worker}
+        if params.train.use_gpu:
+            own["gpu"] = 1
+        trainable = tune.with_resources(tune_trial, own)
     tuner = tune.Tuner(
         trainable,
         param_space={"base": base, "sample": search_space(t.space)},
@@ -113,7 +133,7 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
             metric="val_psnr",
             mode="max",
             num_samples=t.num_samples,
-            max_concurrent_trials=t.max_concurrent,
+            max_concurrent_trials=concurrent,
             scheduler=tune.schedulers.ASHAScheduler(
                 time_attr="training_iteration",
                 max_t=t.max_epochs,
@@ -121,9 +141,7 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
                 reduction_factor=t.reduction_factor,
             ),
         ),
-        run_config=tune.RunConfig(
-            name=name, storage_path=str((params.paths.runs_dir / "tune").resolve())
-        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage)),
     )
     status = "FAILED"
     try:
