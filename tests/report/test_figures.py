@@ -73,11 +73,6 @@ def test_comparison_panel_writes_a_png_without_urls(head, tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
-def test_slice_panel_still_works_for_the_engine(head, tmp_path):
-    out = figures.slice_panel(tmp_path / "s.png", head, head, head, title="t")
-    assert out.read_bytes().startswith(PNG)
-
-
 def test_bar_chart_heights_and_error_bars_are_mean_and_std(tmp_path):
     board = pd.DataFrame(
         {

@@ -33,7 +33,7 @@ def evaluate_cases(
     as NIfTI on the HR grid with the HR affine (``eval.save_predictions``) and the first
     subject's slices as ``slices.png``.
     """
-    from crfm_bench.report.figures import slice_panel, upsample_nearest
+    from crfm_bench.report import figures
 
     scale = parse_scale(params.task.scale, what="task.scale")
     e = params.eval
@@ -63,11 +63,14 @@ def evaluate_cases(
             if e.save_predictions:
                 save_volume(out_dir / f"{case.subject}_sr.nii.gz", sr, case.hr_affine)
             if i == 0:
-                slice_panel(
+                # the report's figure: same slices, scale and detail boxes as reports/
+                figures.comparison_panel(
                     out_dir / "slices.png",
-                    upsample_nearest(case.lr * case.divisor, scale),
+                    figures.upsample_nearest(case.lr * case.divisor, scale),
                     sr,
                     hr,
+                    index=figures.slice_indices(hr),
+                    vmax=figures.display_vmax(hr),
                     title=f"{name}  {case.subject}  PSNR {metrics['psnr']:.2f} dB",
                 )
     return pd.DataFrame(rows)
