@@ -15,7 +15,6 @@ Usage: ``python benchmarks/degrade.py [--repeats 7] [--volumes 8] [--size 96] [-
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from timing import median_time
 
 from crfm_bench.config import DegradeConfig, Params, PathsConfig
 from crfm_bench.data.manifest import HR_COLUMNS, fmt_tuple, sha256_file
@@ -33,16 +33,6 @@ from crfm_bench.degrade.kspace import kspace_crop
 from crfm_bench.degrade.stage import degrade_dataset
 
 SHAPE = (256, 256, 150)
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (plans, allocator)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def phantom(shape: tuple[int, int, int], seed: int) -> np.ndarray:

@@ -12,26 +12,15 @@ CPU stand-in for peak memory; see ``crfm_bench.models.footprint``). Prints a mar
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import median_time
 from torch.utils.flop_counter import FlopCounterMode
 
 from crfm_bench.models import create_model, list_models
 from crfm_bench.models.footprint import saved_tensor_bytes
 
 PATCHES = {2: (32, 32), 3: (16, 16, 16)}
-
-
-def _median_time(fn: Callable[[], None], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def measure(name: str, dims: int, size: str, repeats: int) -> dict[str, object]:
@@ -55,8 +44,8 @@ def measure(name: str, dims: int, size: str, repeats: int) -> dict[str, object]:
         model.zero_grad(set_to_none=True)
         model.loss(model(lr, ref), hr).backward()
 
-    fwd = _median_time(forward, repeats)
-    train = _median_time(step, repeats) if model.trainable else float("nan")
+    fwd = median_time(forward, repeats, warmup=False)
+    train = median_time(step, repeats, warmup=False) if model.trainable else float("nan")
     return {
         "model": name,
         "dims": dims,
