@@ -28,12 +28,18 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
         raise ServiceError(f"ray.address {address}: unreachable ({exc.strerror or exc})") from None
 
 
+def ray_address(cfg: RayConfig, address: str | None = None) -> str | None:
+    """The cluster to join: ``--address``, else ``ray.address``, else ``RAY_ADDRESS``; None for
+    a local Ray started by crfm-bench."""
+    return address or cfg.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
     """Connect to (or start) Ray once per process; return a description of where it runs."""
     import ray
 
     global _local
-    address = address or cfg.address or os.environ.get("RAY_ADDRESS") or None
+    address = ray_address(cfg, address)
     if ray.is_initialized():
         return "ray (already initialised)"
     apply_defaults()
@@ -44,7 +50,7 @@ def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
         if address:
             ray.init(address=address, log_to_driver=verbose)
             return f"ray cluster at {address}"
-        ray.init(
+        context = ray.init(
             num_cpus=cfg.num_cpus,
             include_dashboard=cfg.dashboard,
             # 0: a free port, so two local Rays (or another service on 8265) never collide
@@ -58,17 +64,8 @@ def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
         raise ServiceError(f"ray.address {where}: cannot connect ({exc})") from None
     _local = True
     where = f"local ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs"
-    url = _dashboard_url() if cfg.dashboard else None
+    url = context.dashboard_url if cfg.dashboard else None
     return where + (f", dashboard http://{url})" if url else ")")
-
-
-def _dashboard_url() -> str | None:
-    try:
-        from ray._private.worker import get_dashboard_url
-
-        return get_dashboard_url() or None
-    except Exception:  # an internal helper: never fail a run over a URL in a message
-        return None
 
 
 def worker_group(t: TrainConfig) -> dict[str, float]:
@@ -99,7 +96,7 @@ def check_worker_group_fits(params: Params, address: str | None = None, concurre
     """
     import ray
 
-    if address or params.ray.address or os.environ.get("RAY_ADDRESS"):
+    if ray_address(params.ray, address):
         return concurrent
     if ray.is_initialized() and not _local:
         return concurrent

@@ -433,11 +433,13 @@ def run_benchmark(
     (written to ``reports/`` and logged to the parent run unless ``leaderboard`` is False)."""
     from rich.console import Console
 
-    console = console or Console()
     from crfm_bench.engine.cluster import check_worker_group_fits
+    from crfm_bench.models import model_info
 
+    console = console or Console()
     names = validate_models(models or params.benchmark.models, params)
-    check_worker_group_fits(params, address)
+    if any(model_info(n).trainable for n in names):
+        check_worker_group_fits(params, address)
     bench = BenchmarkRun(params, force, address, console)
     console.print(
         f"[bold]setting[/bold] {bench.setting.experiment}  ({len(bench.test_cases)} test "

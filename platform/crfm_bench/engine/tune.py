@@ -61,7 +61,7 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
     from ray import tune
     from rich.console import Console
 
-    from crfm_bench.engine.cluster import check_worker_group_fits, ensure_ray
+    from crfm_bench.engine.cluster import check_worker_group_fits, ensure_ray, ray_address
     from crfm_bench.engine.data import load_cases
     from crfm_bench.engine.loop import tune_trial, tune_trial_distributed
     from crfm_bench.engine.run import open_setting, validate_models
@@ -85,7 +85,7 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
             trial.models = {**trial.models, model: cfg}
             validate_models([model], trial)
     distributed = params.train.num_workers > 1
-    if distributed and not (params.ray.dashboard or address or params.ray.address):
+    if distributed and not (params.ray.dashboard or ray_address(params.ray, address)):
         raise InputError(
             "ray.dashboard false: tune with train.num_workers > 1 needs the local Ray's "
             "dashboard (Ray Train frees a stopped trial's workers through its state API)"
