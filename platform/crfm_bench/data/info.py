@@ -12,18 +12,21 @@ from rich.table import Table
 from crfm_bench.data.manifest import manifest_version, read_manifest
 
 
-def dvc_hash(data_dir: Path, out: str) -> str | None:
-    """The md5 DVC recorded for output ``out`` in ``dvc.lock`` (next to ``data_dir``), if any."""
-    lock = Path("dvc.lock")
+def dvc_hash(out: Path, lock: Path = Path("dvc.lock")) -> str | None:
+    """The md5 DVC recorded for output ``out`` in ``lock`` (the project's ``dvc.lock``, in the
+    working directory where ``dvc.yaml`` and ``params.yaml`` live), if any. Paths in the lock
+    are relative to its folder; ``out`` may be relative to the working directory or absolute.
+    """
     if not lock.is_file():
         return None
     try:
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     except yaml.YAMLError:
         return None
+    target = Path(out).resolve()
     for stage in stages.values():
         for o in stage.get("outs", []):
-            if Path(o.get("path", "")) == Path(out):
+            if (lock.parent / o.get("path", "")).resolve() == target:
                 return o.get("md5")
     return None
 
@@ -38,7 +41,7 @@ def dataset_summary(data_dir: str | Path) -> dict:
     summary = {
         "data_dir": str(data_dir),
         "version": manifest_version(hr),
-        "dvc_md5": dvc_hash(data_dir, str(data_dir / "hr")),
+        "dvc_md5": dvc_hash(data_dir / "hr"),
         "sources": sorted(manifest["source"].unique().tolist()),
         "subjects": int(manifest["subject"].nunique()),
         "splits": {k: int(v) for k, v in manifest.groupby("split")["subject"].nunique().items()},

@@ -40,6 +40,7 @@ from scipy import ndimage
 
 from crfm_bench.atomic import atomic_dir
 from crfm_bench.config import CONTRASTS
+from crfm_bench.data.fingerprint import write_fingerprint
 from crfm_bench.data.manifest import (
     SPLITS,
     assign_splits,
@@ -346,16 +347,5 @@ def ingest_dataset(
                     }
                 )
         write_manifest(pd.DataFrame(rows), stage / "manifest.csv")
-        _write_fingerprint(stage)
+        write_fingerprint(stage)
     return report
-
-
-def _write_fingerprint(hr_dir: Path) -> None:
-    """Write ``fingerprint.json`` with :mod:`crfm_bench.data.fingerprint` when it exists."""
-    try:
-        from crfm_bench.data.fingerprint import write_fingerprint
-    except ModuleNotFoundError as exc:
-        if exc.name != "crfm_bench.data.fingerprint":
-            raise
-        return
-    write_fingerprint(hr_dir)

@@ -17,9 +17,9 @@ members with mtime 0 and no file name, so the same inputs give byte-identical fi
 an identical manifest) on the same machine and library versions; floating-point FFT
 results may differ in the last bits across CPUs or torch/numpy builds.
 
-With ``degrade.workers > 0`` volumes run as Ray tasks (at most ``workers`` at once). Ray is
-started locally with ``num_cpus=workers`` unless already initialised or ``RAY_ADDRESS``
-points at a cluster; tasks read and write ``data_dir`` directly, so on a remote cluster it
+With ``degrade.workers > 0`` volumes run as Ray tasks (at most ``workers`` at once) on the
+Ray every command uses (``ray.address`` / ``RAY_ADDRESS``, else a local Ray of
+``ray.num_cpus``); tasks read and write ``data_dir`` directly, so on a remote cluster it
 must be a shared filesystem.
 """
 
@@ -202,18 +202,15 @@ def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[], No
 
 
 @contextlib.contextmanager
-def _ray_session(workers: int) -> Iterator[None]:
-    """Initialise Ray if needed (local ``num_cpus=workers``, or ``RAY_ADDRESS``); shut down
-    only what this call started."""
+def _ray_session(params: Params) -> Iterator[None]:
+    """Ray for the degradation tasks, joined or started as every command does
+    (:func:`crfm_bench.engine.cluster.ensure_ray`); shut down only if this call started it."""
     import ray
 
-    started = False
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"])
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        started = True
+    from crfm_bench.engine.cluster import ensure_ray
+
+    started = not ray.is_initialized()
+    ensure_ray(params.ray)
     try:
         yield
     finally:
@@ -274,7 +271,7 @@ def degrade_dataset(
     hr_manifest = data_dir / "hr" / "manifest.csv"
     hr = _hr_rows(hr_manifest, cfg.contrasts)
     lr_root = ensure_writable_dir(data_dir / "lr", what="LR data directory").resolve()
-    ray_ctx = _ray_session(cfg.workers) if cfg.workers > 0 else contextlib.nullcontext()
+    ray_ctx = _ray_session(params) if cfg.workers > 0 else contextlib.nullcontext()
     outputs: list[Path] = []
     with ray_ctx:
         for dom, factors in combos:
