@@ -75,3 +75,23 @@ def test_reference_windows_follow_the_lr_windows(rng):
     assert out.shape == (24, 24, 24) and np.isfinite(out).all()
     shuffled = sliding_window_sr(model, lr, ref[::-1].copy(), (2, 2, 2), window=16, overlap=0.5)
     assert not np.allclose(out, shuffled)
+
+    # each call's reference window is exactly the HR window of its LR window
+    class NearestWithRefCheck(torch.nn.Module):
+        needs_reference = True
+
+        def __init__(self):
+            super().__init__()
+            self.aligned = []
+
+        def forward(self, lr, ref):
+            up = lr.repeat_interleave(2, 2).repeat_interleave(2, 3).repeat_interleave(2, 4)
+            self.aligned.append(torch.equal(up, ref))
+            return up
+
+    check = NearestWithRefCheck()
+    lr = rng.random((20, 12, 12)).astype(np.float32)
+    ref = np.repeat(np.repeat(np.repeat(lr, 2, 0), 2, 1), 2, 2)
+    out = sliding_window_sr(check, lr, ref, (2, 2, 2), window=16, overlap=0.5, batch_size=1)
+    assert len(check.aligned) > 1 and all(check.aligned)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
