@@ -44,13 +44,12 @@ from crfm_bench.data.fingerprint import write_fingerprint
 from crfm_bench.data.manifest import (
     SPLITS,
     assign_splits,
-    fmt_tuple,
-    sha256_file,
+    save_hr_entry,
     split_counts,
     write_manifest,
 )
 from crfm_bench.data.sources import SourceFile, scan_source
-from crfm_bench.data.volume import load_volume, save_volume
+from crfm_bench.data.volume import load_volume
 from crfm_bench.errors import InputError
 
 DEFAULT_TARGET = "T2w"
@@ -330,21 +329,19 @@ def ingest_dataset(
                     resampled = True
                     report.resampled.append((subject, contrast))
                 data = pad_to_multiple(data, shape_multiple)
-                name = f"{subject}_{contrast}.nii.gz"
-                save_volume(stage / name, data, ref.affine)
                 rows.append(
-                    {
-                        "subject": subject,
-                        "contrast": contrast,
-                        "path": name,
-                        "shape": fmt_tuple(data.shape),
-                        "spacing": fmt_tuple(ref.spacing),
-                        "sha256": sha256_file(stage / name),
-                        "split": split_of[subject],
-                        "source": kind,
-                        "resampled": resampled,
-                        "origin": str(chosen[contrast].path.absolute()),
-                    }
+                    save_hr_entry(
+                        stage,
+                        subject,
+                        contrast,
+                        data,
+                        ref.affine,
+                        ref.spacing,
+                        split=split_of[subject],
+                        source=kind,
+                        resampled=resampled,
+                        origin=str(chosen[contrast].path.absolute()),
+                    )
                 )
         write_manifest(pd.DataFrame(rows), stage / "manifest.csv")
         write_fingerprint(stage)

@@ -102,6 +102,38 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
+def save_hr_entry(
+    folder: Path,
+    subject: str,
+    contrast: str,
+    data: np.ndarray,
+    affine: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    split: str,
+    source: str,
+    resampled: bool,
+    origin: str,
+) -> dict:
+    """Save ``<subject>_<contrast>.nii.gz`` in ``folder``; return its HR manifest row."""
+    from crfm_bench.data.volume import save_volume
+
+    name = f"{subject}_{contrast}.nii.gz"
+    save_volume(folder / name, data, affine)
+    return {
+        "subject": subject,
+        "contrast": contrast,
+        "path": name,
+        "shape": fmt_tuple(data.shape),
+        "spacing": fmt_tuple(spacing),
+        "sha256": sha256_file(folder / name),
+        "split": split,
+        "source": source,
+        "resampled": resampled,
+        "origin": origin,
+    }
+
+
 def read_manifest(path: str | Path, required: Sequence[str] = HR_COLUMNS) -> pd.DataFrame:
     """Read a manifest and check it has the ``required`` columns."""
     path = Path(path)

@@ -40,8 +40,7 @@ from scipy import ndimage
 
 from crfm_bench.atomic import atomic_dir
 from crfm_bench.config import SynthConfig
-from crfm_bench.data.manifest import assign_splits, fmt_tuple, sha256_file, write_manifest
-from crfm_bench.data.volume import save_volume
+from crfm_bench.data.manifest import assign_splits, save_hr_entry, write_manifest
 from crfm_bench.errors import MissingInputError
 
 TEMPLATE_FILES = {
@@ -268,21 +267,19 @@ def synthesize_dataset(
             subject = synthesize_subject(cfg, i)
             affine = subject.affine
             for contrast, data in subject.images.items():
-                name = f"{ids[i]}_{contrast}.nii.gz"
-                save_volume(stage / name, data, affine)
                 rows.append(
-                    {
-                        "subject": ids[i],
-                        "contrast": contrast,
-                        "path": name,
-                        "shape": fmt_tuple(data.shape),
-                        "spacing": fmt_tuple([cfg.spacing_mm] * 3),
-                        "sha256": sha256_file(stage / name),
-                        "split": splits[ids[i]],
-                        "source": "synthetic",
-                        "resampled": False,
-                        "origin": f"icbm2009a:{cfg.field_strength}T:seed={cfg.seed}:index={i}",
-                    }
+                    save_hr_entry(
+                        stage,
+                        ids[i],
+                        contrast,
+                        data,
+                        affine,
+                        [cfg.spacing_mm] * 3,
+                        split=splits[ids[i]],
+                        source="synthetic",
+                        resampled=False,
+                        origin=f"icbm2009a:{cfg.field_strength}T:seed={cfg.seed}:index={i}",
+                    )
                 )
         manifest = pd.DataFrame(rows)
         write_manifest(manifest, stage / "manifest.csv")
