@@ -3,7 +3,9 @@ server (started here on the loopback interface) chosen by ``MLFLOW_TRACKING_URI`
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -73,3 +75,16 @@ def test_run_logs_to_a_tracking_server(project, mlflow_server):
     # the same configuration again reuses the server's finished runs
     again = project("run", "--models", "tricubic,zerofill", env=env)
     assert again.returncode == 0 and again.stdout.count("reused") == 2
+
+    # another machine (no local outputs) reuses them too: the output folder comes back
+    # from the server's artifacts, whole
+    folder = project.dir / "runs" / "models" / "tricubic"
+    before = json.loads((folder / "metrics.json").read_text())
+    shutil.rmtree(project.dir / "runs" / "models")
+    third = project("run", "--models", "tricubic,zerofill", env=env)
+    assert third.returncode == 0 and third.stdout.count("reused") == 2, third.stderr[-2000:]
+    assert json.loads((folder / "metrics.json").read_text()) == before
+    assert {"per_subject.csv", "slices.png", "history.csv", "predictions"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert not list(folder.parent.glob(".*"))  # no download or staging folder left behind

@@ -24,6 +24,13 @@ import torch
 CHECKPOINT_FILE = "state.pt"
 
 
+def load_state(checkpoint) -> dict:
+    """The training state (model, optimizer, epoch, step) in a Ray checkpoint, wherever its
+    storage is (a local folder, shared storage or S3: ``as_directory`` fetches it)."""
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+
+
 def amp_settings(mode: str, device: torch.device) -> tuple[bool, torch.dtype | None]:
     """(enabled, dtype) for autocast: ``auto`` is bf16 (or fp16) on CUDA and off elsewhere."""
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
@@ -208,8 +215,7 @@ def train_loop(config: dict, session) -> None:
     state = None
     ckpt = session.get_checkpoint()
     if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        state = load_state(ckpt)
         model.load_state_dict(state["model"])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
 

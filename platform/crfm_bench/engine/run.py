@@ -11,7 +11,6 @@ one parent run per invocation, one nested child run per model.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,15 +151,6 @@ def _flat(prefix: str, tree: dict) -> dict[str, str]:
     return out
 
 
-def _load_checkpoint(model: torch.nn.Module, checkpoint) -> Path:
-    from crfm_bench.engine.loop import CHECKPOINT_FILE
-
-    with checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    return Path(checkpoint.path) / CHECKPOINT_FILE
-
-
 def efficiency(model: torch.nn.Module, params: Params, scale: tuple[int, ...], hr_shape) -> dict:
     """Parameters, GMACs of one evaluation window, activation MB of one training patch."""
     from crfm_bench.engine.data import patch_shape
@@ -190,9 +180,6 @@ def model_dir(params: Params, name: str) -> Path:
     return params.paths.runs_dir / "models" / name
 
 
-OUTPUT_ARTIFACTS = "outputs"
-
-
 def restore_outputs(client, run_id: str, dest: Path) -> bool:
     """Bring a finished run's output folder back from MLflow if it is missing locally."""
     if (dest / "metrics.json").is_file():
@@ -200,9 +187,7 @@ def restore_outputs(client, run_id: str, dest: Path) -> bool:
     from crfm_bench.atomic import atomic_dir
 
     with atomic_dir(dest) as stage:
-        local = client.download_artifacts(
-            run_id, OUTPUT_ARTIFACTS, str(stage.parent / f".{dest.name}.dl")
-        )
+        local = client.download_artifacts(run_id, "", str(stage.parent / f".{dest.name}.dl"))
         for item in Path(local).iterdir():
             item.rename(stage / item.name)
         Path(local).rmdir()
@@ -291,14 +276,13 @@ class BenchmarkRun:
         )
         return run.info.run_id
 
-    def train(
-        self, name: str, key: str, run_id: str, model: torch.nn.Module
-    ) -> tuple[float, Path | None]:
-        """Train on Ray Train; load the final weights into ``model``; (seconds, checkpoint file)."""
+    def train(self, name: str, key: str, run_id: str, model: torch.nn.Module) -> tuple[float, dict]:
+        """Train on Ray Train; load the final weights into ``model``; (seconds, final state)."""
         import ray
 
         from crfm_bench.engine.cluster import ensure_ray
         from crfm_bench.engine.data import load_cases
+        from crfm_bench.engine.loop import load_state
         from crfm_bench.engine.trainer import fit_model
 
         where = ensure_ray(self.params.ray, self.address)
@@ -321,7 +305,9 @@ class BenchmarkRun:
         seconds = time.perf_counter() - t0
         if result.checkpoint is None:
             raise RuntimeError(f"{name}: training reported no checkpoint")
-        return seconds, _load_checkpoint(model, result.checkpoint)
+        state = load_state(result.checkpoint)
+        model.load_state_dict(state["model"])
+        return seconds, state
 
     def history(self, run_id: str) -> pd.DataFrame:
         """Per-epoch training metrics of a run, from MLflow (one row per epoch)."""
@@ -341,6 +327,7 @@ class BenchmarkRun:
 
         from crfm_bench.atomic import atomic_dir
         from crfm_bench.engine.evaluate import evaluate_cases
+        from crfm_bench.engine.loop import CHECKPOINT_FILE
         from crfm_bench.models import create_model, model_info
 
         key = run_key(model_payload(self.params, name, self.setting))
@@ -352,9 +339,9 @@ class BenchmarkRun:
             model = create_model(
                 name, spatial_dims=3, scale=self.scale, size=mcfg.size, **mcfg.options
             )
-            train_seconds, ckpt_file = 0.0, None
+            train_seconds, state = 0.0, None
             if model_info(name).trainable:
-                train_seconds, ckpt_file = self.train(name, key, run_id, model)
+                train_seconds, state = self.train(name, key, run_id, model)
             self.console.print(
                 f"[bold]{name}[/bold]: evaluating on {len(self.test_cases)} test volumes"
             )
@@ -395,19 +382,15 @@ class BenchmarkRun:
                     )
                     + "\n"
                 )
-                if ckpt_file is not None and ckpt_file.is_file():
+                if state is not None:
                     (out / "checkpoint").mkdir()
-                    shutil.copy(ckpt_file, out / "checkpoint" / ckpt_file.name)
+                    torch.save(state, out / "checkpoint" / CHECKPOINT_FILE)
                 now = int(time.time() * 1000)
                 self.client.log_batch(
                     run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
                 )
-                self.client.log_artifacts(run_id, str(out), OUTPUT_ARTIFACTS)
-                for f in ("per_subject.csv", "slices.png"):
-                    if (out / f).is_file():
-                        self.client.log_artifact(run_id, str(out / f))
-                if (out / "checkpoint").is_dir():
-                    self.client.log_artifacts(run_id, str(out / "checkpoint"), "checkpoint")
+                # the whole output folder once, at the artifact root (restore_outputs)
+                self.client.log_artifacts(run_id, str(out))
             self.client.set_terminated(run_id, "FINISHED")
             self.console.print(
                 f"[green]{name}[/green]: PSNR {metrics['test_psnr_mean']:.2f} dB, "
@@ -455,8 +438,12 @@ def run_benchmark(
         status = "KILLED"
         raise
     finally:
-        board = leaderboard_for(params, bench.setting, parent_id) if leaderboard else pd.DataFrame()
-        bench.client.set_terminated(parent_id, status)
+        try:
+            board = (
+                leaderboard_for(params, bench.setting, parent_id) if leaderboard else pd.DataFrame()
+            )
+        finally:  # the parent run never stays RUNNING, even if the leaderboard fails
+            bench.client.set_terminated(parent_id, status)
     return board
 
 
