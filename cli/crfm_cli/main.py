@@ -260,14 +260,17 @@ def leaderboard(
     p = _params(params, set_)
     console = _console()
     if from_outputs:
+        from crfm_bench.data.manifest import manifest_version
         from crfm_bench.errors import MissingInputError
         from crfm_bench.metrics import metric_spec, metric_spec_hash
 
         title = f"{p.task.target}<-{p.task.reference or 'none'} {p.task.domain} x{p.task.scale}"
+        manifest = p.paths.data_dir / "hr" / "manifest.csv"
         board = lb.from_model_dirs(
             p.paths.runs_dir / "models",
             metric_spec_hash(metric_spec(p.eval.slice_axis)),
             task=p.task.model_dump(mode="json"),
+            dataset_version=manifest_version(manifest) if manifest.is_file() else None,
         )
         if board.empty:
             raise MissingInputError(

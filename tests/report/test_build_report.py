@@ -147,6 +147,27 @@ def test_model_from_another_dataset_version_is_excluded(bench_copy):
     assert "dataset version feedfacecafe differs" in md
 
 
+def test_model_of_another_setting_is_excluded_from_report_and_leaderboard(bench_copy):
+    # model folders are named by model only: a result left from another scale must not be
+    # ranked with the current setting's, by the report or by `leaderboard --from-outputs`
+    from crfm_bench.report.leaderboard import from_model_dirs
+
+    meta_file = bench_copy.paths.runs_dir / "models" / "zerofill" / "metrics.json"
+    meta = json.loads(meta_file.read_text())
+    meta["task"] = {**meta["task"], "scale": "4"}
+    meta_file.write_text(json.dumps(meta))
+    build_report(bench_copy)
+    md = (bench_copy.paths.reports_dir / "index.md").read_text()
+    assert sorted(leaderboard_models(md)) == ["tricubic", "trilinear"]
+    assert "| zerofill | setting " in md
+    board = from_model_dirs(
+        bench_copy.paths.runs_dir / "models",
+        metric_spec_hash(),
+        task=bench_copy.task.model_dump(mode="json"),
+    )
+    assert sorted(board["model"]) == ["tricubic", "trilinear"]
+
+
 def test_no_models_is_an_input_error_naming_the_folder(bench_copy):
     models_dir = bench_copy.paths.runs_dir / "models"
     shutil.rmtree(models_dir)

@@ -115,46 +115,25 @@ def load_model_result(folder: Path) -> ModelResult:
 
 
 def collect_results(
-    models_dir: Path, spec_hash: str, dataset_version: str | None
+    models_dir: Path, spec_hash: str, dataset_version: str | None, task: dict | None = None
 ) -> tuple[list[ModelResult], list[Excluded]]:
-    """Model results under ``models_dir`` split into (ranked, excluded), folders sorted by name.
-
-    Ranked: a ``metrics.json`` whose ``metric_spec_hash`` is ``spec_hash`` and whose
-    ``dataset_version`` is ``dataset_version`` (when that is known). Hidden folders (staging
-    directories of atomic writes) are ignored. No model folder -> InputError naming the folder.
+    """Model results under ``models_dir`` split into (ranked, excluded), folders sorted by name:
+    :func:`crfm_bench.report.leaderboard.select_model_dirs` (same metric contract, dataset
+    version and setting). No model folder -> InputError naming the folder.
     """
     models_dir = Path(models_dir)
-    folders = (
-        sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if models_dir.is_dir()
-        else []
-    )
-    if not folders:
+    if not models_dir.is_dir() or not any(
+        p.is_dir() and not p.name.startswith(".") for p in models_dir.iterdir()
+    ):
         raise InputError(
             f"{models_dir}: no model results found; run `crfm-bench run` first "
             "(it writes one folder per model there)"
         )
-    ranked, excluded = [], []
-    for folder in folders:
-        if not (folder / "metrics.json").is_file():
-            excluded.append(Excluded(folder.name, "no metrics.json (unfinished run)"))
-            continue
-        metrics = _read_json(folder / "metrics.json")
-        name = str(metrics.get("model") or folder.name)
-        got = metrics.get("metric_spec_hash")
-        if got != spec_hash:
-            excluded.append(
-                Excluded(name, f"metric contract {got} differs from the current {spec_hash}")
-            )
-            continue
-        data = metrics.get("dataset_version")
-        if dataset_version is not None and data != dataset_version:
-            excluded.append(
-                Excluded(name, f"dataset version {data} differs from the current {dataset_version}")
-            )
-            continue
-        ranked.append(load_model_result(folder))
-    return ranked, excluded
+    ranked, excluded = leaderboard.select_model_dirs(models_dir, spec_hash, dataset_version, task)
+    return (
+        [load_model_result(folder) for folder, _ in ranked],
+        [Excluded(name, reason) for name, reason in excluded],
+    )
 
 
 def leaderboard_table(results: list[ModelResult]) -> pd.DataFrame:
@@ -390,7 +369,9 @@ def build_report(params: Params, n_resamples: int = 10_000, seed: int = 0) -> Pa
     spec_hash = metric_spec_hash(spec)
     manifest = Path(params.paths.data_dir) / "hr" / "manifest.csv"
     version = manifest_version(manifest) if manifest.is_file() else None
-    ranked, excluded = collect_results(runs_models, spec_hash, version)
+    ranked, excluded = collect_results(
+        runs_models, spec_hash, version, params.task.model_dump(mode="json")
+    )
     if not ranked:
         why = "; ".join(f"{e.name}: {e.reason}" for e in excluded)
         raise InputError(f"{runs_models}: no model to rank ({why})")

@@ -44,19 +44,58 @@ def collect(client, experiment_id: str, spec_hash: str) -> pd.DataFrame:
     return rank(rows)
 
 
-def from_model_dirs(models_dir: Path, spec_hash: str, task: dict | None = None) -> pd.DataFrame:
-    """The same table from ``<runs_dir>/models/*/metrics.json`` (what DVC versions), no MLflow.
+def select_model_dirs(
+    models_dir: Path,
+    spec_hash: str,
+    dataset_version: str | None = None,
+    task: dict | None = None,
+) -> tuple[list[tuple[Path, dict]], list[tuple[str, str]]]:
+    """The model folders under ``models_dir`` (sorted, hidden staging folders ignored) split
+    into ranked ``(folder, metrics.json)`` and excluded ``(name, reason)``.
 
-    Only results under the metric contract ``spec_hash`` and, when given, of the setting
-    ``task`` are ranked.
+    Ranked together: the metric contract ``spec_hash`` and, when given, the dataset version
+    and the setting ``task`` (target, reference, domain, scale) of the current params.
     """
-    rows = []
-    for path in sorted(Path(models_dir).glob("*/metrics.json")):
-        m = json.loads(path.read_text())
-        same_task = task is None or m.get("task", task) == task
-        if m.get("metric_spec_hash") == spec_hash and same_task:
-            rows.append(row_from_metrics(m["model"], m, m.get("run_key"), m.get("run_id")))
-    return rank(rows)
+    models_dir = Path(models_dir)
+    folders = (
+        sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if models_dir.is_dir()
+        else []
+    )
+    ranked, excluded = [], []
+    for folder in folders:
+        if not (folder / "metrics.json").is_file():
+            excluded.append((folder.name, "no metrics.json (unfinished run)"))
+            continue
+        m = json.loads((folder / "metrics.json").read_text())
+        name = str(m.get("model") or folder.name)
+        got = m.get("metric_spec_hash")
+        data = m.get("dataset_version")
+        if got != spec_hash:
+            excluded.append((name, f"metric contract {got} differs from the current {spec_hash}"))
+        elif dataset_version is not None and data != dataset_version:
+            excluded.append(
+                (name, f"dataset version {data} differs from the current {dataset_version}")
+            )
+        elif task is not None and m.get("task", task) != task:
+            excluded.append((name, f"setting {m.get('task')} differs from the current {task}"))
+        else:
+            ranked.append((folder, m))
+    return ranked, excluded
+
+
+def from_model_dirs(
+    models_dir: Path,
+    spec_hash: str,
+    task: dict | None = None,
+    dataset_version: str | None = None,
+) -> pd.DataFrame:
+    """The same table from ``<runs_dir>/models/*/metrics.json`` (what DVC versions), no MLflow:
+    the folders :func:`select_model_dirs` ranks together."""
+    ranked, _ = select_model_dirs(models_dir, spec_hash, dataset_version, task)
+    return rank(
+        [row_from_metrics(m["model"], m, m.get("run_key"), m.get("run_id")) for _, m in ranked]
+    )
 
 
 def row_from_metrics(model: str, m: dict, key: str | None, run_id: str | None) -> dict:
