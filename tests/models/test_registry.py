@@ -129,3 +129,35 @@ def test_reference_free_models_ignore_ref() -> None:
     model = create_model("edsr", spatial_dims=2, scale=2)
     lr = torch.rand(1, 1, 8, 8)
     torch.testing.assert_close(model(lr), model(lr, torch.rand(1, 1, 16, 16)))
+
+
+LEARNED = sorted(n for n in EXPECTED if model_info(n).trainable)
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_every_learned_model_gets_the_same_global_residual_switch(name: str) -> None:
+    # One default for all learned models; "none" leaves the network's own output, and
+    # "tricubic" adds exactly the origin-aligned tricubic image of the LR input.
+    from crfm_bench.models.interpolate import origin_aligned_upsample
+    from crfm_bench.models.registry import DEFAULT_RESIDUAL
+
+    torch.manual_seed(0)
+    plain = create_model(name, spatial_dims=2, scale=2, residual="none").eval()
+    torch.manual_seed(0)
+    skip = create_model(name, spatial_dims=2, scale=2).eval()
+    assert skip.residual == DEFAULT_RESIDUAL == "tricubic"
+    assert plain.residual == "none"
+    lr = torch.rand(1, 1, 8, 8)
+    ref = torch.rand(1, 1, 16, 16) if plain.needs_reference else None
+    with torch.no_grad():
+        torch.testing.assert_close(
+            skip(lr, ref), plain(lr, ref) + origin_aligned_upsample(lr, (2, 2), "cubic")
+        )
+
+
+def test_residual_switch_rejects_unknown_values_and_training_free_models() -> None:
+    with pytest.raises(InputError, match=r"model 'edsr': residual 'bilinear' is not one of"):
+        create_model("edsr", residual="bilinear")
+    with pytest.raises(InputError, match=r"model 'tricubic': option residual='tricubic'"):
+        create_model("tricubic", residual="tricubic")
+    assert create_model("zerofill").residual == "none"

@@ -1,7 +1,13 @@
 """The base class every super-resolution model derives from.
 
-A template method (the fastMRI habit): :meth:`SRModel.forward` validates the inputs once
-and calls :meth:`SRModel.upsample`, the one method a model implements.
+A template method (the fastMRI habit): :meth:`SRModel.forward` validates the inputs once,
+calls :meth:`SRModel.upsample`, the one method a model implements, and adds the global
+residual if the model has one.
+
+The global residual (``residual="tricubic"``: the LR input interpolated by origin-aligned
+tricubic, added to the network's output) is a benchmark-wide option that every learned
+model gets alike, set in one place (:func:`crfm_bench.models.registry.create_model`): a
+model with a skip the others lack would win by the skip, not by its architecture.
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ from torch import nn
 
 from crfm_bench.errors import InputError
 from crfm_bench.models.conv import check_spatial_dims
+from crfm_bench.models.interpolate import origin_aligned_upsample
 from crfm_bench.scale import parse_scale
+
+RESIDUALS = ("tricubic", "none")
 
 
 class SRModel(nn.Module):
@@ -26,12 +35,15 @@ class SRModel(nn.Module):
     it. Inputs are already intensity-normalised (roughly [0, 1]).
 
     Attributes: ``name`` (registry name, set by ``create_model``), ``needs_reference``,
-    ``trainable``, ``scale`` (int per axis), ``spatial_dims``, ``in_channels`` (1).
+    ``trainable``, ``scale`` (int per axis), ``spatial_dims``, ``in_channels`` (1),
+    ``residual`` (``"tricubic"``: the interpolated LR input is added to the output of
+    :meth:`upsample`; ``"none"``: the network predicts the whole image).
     """
 
     needs_reference: bool = False
     trainable: bool = True
     in_channels: int = 1
+    residual: str = "none"
 
     def __init__(self, spatial_dims: int, scale: object) -> None:
         super().__init__()
@@ -39,13 +51,24 @@ class SRModel(nn.Module):
         self.scale: tuple[int, ...] = parse_scale(scale, self.spatial_dims)
         self.name = type(self).__name__.lower()
 
+    def set_residual(self, residual: str) -> None:
+        """Choose the global residual (one of :data:`RESIDUALS`); InputError otherwise."""
+        if residual not in RESIDUALS:
+            raise InputError(
+                f"model '{self.name}': residual {residual!r} is not one of {', '.join(RESIDUALS)}"
+            )
+        self.residual = residual
+
     def upsample(self, lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
         """Compute the SR image from validated inputs (implemented by each model)."""
         raise NotImplementedError
 
     def forward(self, lr: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         self.check_inputs(lr, ref)
-        return self.upsample(lr, ref if self.needs_reference else None)
+        out = self.upsample(lr, ref if self.needs_reference else None)
+        if self.residual == "tricubic":
+            out = out + origin_aligned_upsample(lr, self.scale, "cubic")
+        return out
 
     def output_shape(self, lr_shape: Sequence[int]) -> tuple[int, ...]:
         """Spatial shape of the output for an LR spatial shape."""
@@ -79,4 +102,4 @@ class SRModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def extra_repr(self) -> str:
-        return f"spatial_dims={self.spatial_dims}, scale={self.scale}"
+        return f"spatial_dims={self.spatial_dims}, scale={self.scale}, residual={self.residual}"

@@ -23,8 +23,9 @@ Inputs: LR target ``x`` (B, 1, *S/s), co-registered HR reference ``r`` (B, 1, *S
 4. Parallel attention fusion of the K group outputs: channel attention (avg- and max-pooled
    descriptors, shared MLP) and spatial attention (channel mean and max, conv, sigmoid)
    side by side, summed, 1x1 conv; long skip from the shallow features.
-5. Sub-pixel upsampling per axis, tail conv, plus a global residual: the LR input
-   interpolated (origin-aligned tricubic, :mod:`crfm_bench.models.interpolate`).
+5. Sub-pixel upsampling per axis, tail conv. The global residual (the LR input interpolated
+   by origin-aligned tricubic) is the benchmark-wide option of every learned model
+   (:class:`~crfm_bench.models.base.SRModel`), not CRFM's own.
 6. Loss ``L1(sr, hr) + lambda_grad * L1(grad(sr), grad(hr))``, ``lambda_grad = 0.1``.
 
 Ablations (same class): ``crfm-noref`` (no reference: no ``R``, no ``G``; FMP keeps only its
@@ -43,7 +44,6 @@ from crfm_bench.models.base import SRModel
 from crfm_bench.models.conv import conv_nd, spatial_axes
 from crfm_bench.models.fmp import FMP, check_fmp_options
 from crfm_bench.models.gradient import gradient_magnitude
-from crfm_bench.models.interpolate import origin_aligned_upsample
 from crfm_bench.models.rcan import ResidualGroup
 from crfm_bench.models.reference import ReferenceEncoder
 from crfm_bench.models.registry import register_model, resolve_options
@@ -170,8 +170,7 @@ class CRFM(SRModel):
                 f = self.fmp[k](f, ref_feats)
             outputs.append(f)
         f = shallow + self.fusion(torch.cat(outputs, 1))
-        residual = self.tail(self.upsampler(f))
-        return residual + origin_aligned_upsample(lr, self.scale, "cubic")
+        return self.tail(self.upsampler(f))
 
     def loss(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         """``L1(sr, hr) + lambda_grad * L1(|grad sr|, |grad hr|)`` (SPSR gradient operator)."""

@@ -28,6 +28,10 @@ from crfm_bench.scale import parse_scale
 
 SIZES = ("tiny", "base")
 
+# The benchmark-wide global residual of every learned model (one default for all of them;
+# ``residual`` is a common option: ``create_model("edsr", residual="none")``).
+DEFAULT_RESIDUAL = "tricubic"
+
 Factory = Callable[..., SRModel]
 
 
@@ -93,15 +97,23 @@ def create_model(
 
     ``scale``: anything :func:`crfm_bench.scale.parse_scale` accepts (``2``, ``"1x1x4"``,
     ``(1, 1, 4)``). ``size``: ``"tiny"`` or ``"base"``. ``overrides``: family options such as
-    ``n_feats=32`` (InputError naming the key if unknown or of the wrong type).
+    ``n_feats=32`` (InputError naming the key if unknown or of the wrong type), and for
+    learned models ``residual`` (``"tricubic"``, the default :data:`DEFAULT_RESIDUAL`, or
+    ``"none"``). Training-free models have no residual.
     """
     info = model_info(name)
     spatial_dims = check_spatial_dims(spatial_dims)
     factors = parse_scale(scale, spatial_dims, what=f"model '{name}': scale")
     if size not in SIZES:
         raise InputError(f"model '{name}': size {size!r} is not one of {', '.join(SIZES)}")
+    residual = overrides.pop("residual", DEFAULT_RESIDUAL if info.trainable else "none")
+    if not info.trainable and residual != "none":
+        raise InputError(
+            f"model '{name}': option residual={residual!r}: a training-free model has none"
+        )
     model = info.factory(spatial_dims, factors, size, **overrides)
     model.name = name
+    model.set_residual(residual)
     return model
 
 
