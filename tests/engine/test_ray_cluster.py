@@ -1,5 +1,10 @@
 """Scale-out by configuration alone: the same ``crfm-bench run`` on an existing Ray cluster
-(a head node started here with ``ray start``), chosen by ``--address`` / ``RAY_ADDRESS``."""
+(a head node started here with ``ray start``), chosen by ``--address`` / ``RAY_ADDRESS``.
+
+The head is safe as every Ray here must be: token authentication on (a token of its own,
+handed to the client through ``RAY_AUTH_TOKEN``, as every node and driver of a cluster needs
+it) and loopback only (Ray's single-machine mode, which the client on this machine shares).
+"""
 
 from __future__ import annotations
 
@@ -16,13 +21,20 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def ray_head(free_port):
+    import secrets
     import shutil
     import tempfile
 
     # a short temp dir: Ray's Unix sockets live below it, and their paths are limited (~107)
     temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # loopback only
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     proc = subprocess.Popen(
         [
             str(BIN / "ray"),
@@ -57,7 +69,7 @@ def ray_head(free_port):
     else:
         proc.kill()
         pytest.fail("the Ray head did not come up within 120 s")
-    yield address
+    yield address, env
     proc.terminate()  # --block: terminating it stops the processes of this cluster only
     proc.wait(timeout=60)
     shutil.rmtree(temp_dir, ignore_errors=True)
@@ -65,9 +77,10 @@ def ray_head(free_port):
 
 @pytest.mark.slow
 def test_run_on_an_existing_ray_cluster(project, ray_head, mlflow_runs):
-    res = project("run", "--models", "edsr", "--address", ray_head)
+    address, env = ray_head
+    res = project("run", "--models", "edsr", "--address", address, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert f"ray cluster at {ray_head}" in res.stdout
+    assert f"ray cluster at {address}" in res.stdout
     runs = mlflow_runs(project.dir, "edsr")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert (project.dir / "runs" / "models" / "edsr" / "checkpoint" / "state.pt").is_file()

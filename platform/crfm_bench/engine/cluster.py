@@ -1,4 +1,22 @@
-"""Ray: a local Ray by default, an existing cluster by ``ray.address`` or ``RAY_ADDRESS``."""
+"""Ray: a local Ray by default, an existing cluster by ``ray.address`` or ``RAY_ADDRESS``.
+
+Safe by default (STACK.md, "Security"; the class of CVE-2023-48022: whoever reaches a Ray
+port can run code through it):
+
+* **The local Ray listens on loopback only.** On Linux, Ray replaces ``127.0.0.1`` by the
+  host's address and its gRPC servers listen on every interface, even with
+  ``_node_ip_address="127.0.0.1"``. Ray's single-machine mode (the one it uses on macOS and
+  Windows, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) keeps the node address at 127.0.0.1, and
+  then the GCS, raylet, workers, dashboard and agents all bind to loopback (checked by
+  ``tests/engine/test_ray_security.py`` with ``psutil.net_connections``). It applies to the
+  local Ray only: a driver joining a cluster must register its real address.
+* **Token authentication stays on** (``RAY_AUTH_MODE=token``, a token only the user can read:
+  :func:`crfm_bench.stackenv.ensure_ray_token`), so a local process without the token is
+  refused as well.
+* **A local Ray is always a new one** (``address="local"``): ``ray.init()`` without an
+  address would join the cluster that the last ``ray start`` on this machine left in
+  ``/tmp/ray/ray_current_cluster``, someone else's cluster, with its load and its resources.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +24,43 @@ import os
 
 from crfm_bench.config import Params, RayConfig, TrainConfig
 from crfm_bench.errors import InputError, ServiceError
-from crfm_bench.stackenv import apply_defaults
+from crfm_bench.stackenv import apply_defaults, ensure_ray_token
 
 # True once this process has started its own local Ray (resources then are known and fixed)
 _local = False
+
+# Ray's switch for its single-machine mode (node address 127.0.0.1, servers on loopback)
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_saved_single_machine: tuple[str | None, bool] | None = None
+
+
+def loopback_only(enabled: bool) -> None:
+    """Put Ray in (or back out of) its single-machine, loopback-only mode for this process
+    and the Ray processes it starts.
+
+    The environment variable reaches the GCS, raylet and workers that ``ray.init`` starts;
+    the driver reads Ray's constant, which was fixed when ``ray`` was first imported, so it
+    is set alongside (Ray exposes no other switch for it).
+    """
+    import ray._private.ray_constants as ray_constants
+
+    global _saved_single_machine
+    if enabled:
+        if _saved_single_machine is None:
+            _saved_single_machine = (
+                os.environ.get(SINGLE_MACHINE_ENV),
+                ray_constants.ENABLE_RAY_CLUSTER,
+            )
+        os.environ[SINGLE_MACHINE_ENV] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    elif _saved_single_machine is not None:
+        env, constant = _saved_single_machine
+        if env is None:
+            os.environ.pop(SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[SINGLE_MACHINE_ENV] = env
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+        _saved_single_machine = None
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:
@@ -36,21 +87,26 @@ def ray_address(cfg: RayConfig, address: str | None = None) -> str | None:
 
 def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
     """Connect to (or start) Ray once per process; return a description of where it runs."""
+    # the auth mode must be in the environment before Ray is first imported: Ray's C++
+    # config reads it then, and a driver that missed it would not send its token
+    apply_defaults()
     import ray
 
     global _local
     address = ray_address(cfg, address)
     if ray.is_initialized():
         return "ray (already initialised)"
-    apply_defaults()
+    ensure_ray_token()
     verbose = os.environ.get("CRFM_BENCH_RAY_LOGS", "0") == "1"
     if address and address != "auto":
         check_reachable(address)
+    loopback_only(not address)
     try:
         if address:
             ray.init(address=address, log_to_driver=verbose)
             return f"ray cluster at {address}"
         context = ray.init(
+            address="local",  # a new Ray of our own, never the last `ray start` on the host
             num_cpus=cfg.num_cpus,
             include_dashboard=cfg.dashboard,
             # 0: a free port, so two local Rays (or another service on 8265) never collide
@@ -113,3 +169,24 @@ def check_worker_group_fits(params: Params, address: str | None = None, concurre
             f"Ray has {got} (lower them, or set ray.num_cpus)"
         )
     return max(1, min(concurrent, fits))
+
+
+def loopback_ray() -> bool:
+    """True in any process of a local Ray that crfm-bench started (the driver, and every Ray
+    worker, which inherits the environment): the Ray is in its loopback-only mode."""
+    return os.environ.get(SINGLE_MACHINE_ENV) == "0"
+
+
+def torch_config():
+    """The Ray Train ``TorchConfig`` for a training worker group.
+
+    On a cluster: Ray's own (the rendezvous store of rank 0 must be reachable from the other
+    nodes). On the local loopback-only Ray: :class:`LoopbackTorchConfig`, because
+    ``torch.distributed``'s TCPStore, which Ray's default rendezvous starts on rank 0, listens
+    on every interface (torch has no bind address for it) and has no authentication.
+    """
+    from ray.train.torch import TorchConfig
+
+    from crfm_bench.engine.rendezvous import LoopbackTorchConfig
+
+    return LoopbackTorchConfig() if loopback_ray() else TorchConfig()

@@ -40,6 +40,7 @@ def fit_model(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from crfm_bench.engine.cluster import torch_config
     from crfm_bench.engine.loop import train_loop_per_worker
 
     t = params.train
@@ -61,6 +62,7 @@ def fit_model(
             "epochs": epochs,
             "pid_dir": str(pid_dir) if pid_dir else None,
         },
+        torch_config=torch_config(),  # the local Ray: a rendezvous that opens no port
         scaling_config=ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
         ),
