@@ -85,6 +85,25 @@ def ray_address(cfg: RayConfig, address: str | None = None) -> str | None:
     return address or cfg.address or os.environ.get("RAY_ADDRESS") or None
 
 
+def _state_api_of_this_ray() -> int:
+    """A free loopback port for the local Ray's dashboard, announced to every process of it.
+
+    Ray's state API (which Ray Train's placement-group cleaner asks whether a stopped Tune
+    trial's controller is gone) finds its cluster by auto-detection when no address is
+    given. With another Ray on the host, it finds that one, or several and gives up, so the
+    stopped trial's workers are never freed and the next trial waits for CPUs forever (the
+    "suite hangs under load" of issue 11). ``RAY_API_SERVER_ADDRESS``, set before the Ray
+    processes start, points them at this Ray's own dashboard instead.
+    """
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    return port
+
+
 def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
     """Connect to (or start) Ray once per process; return a description of where it runs."""
     # the auth mode must be in the environment before Ray is first imported: Ray's C++
@@ -105,12 +124,12 @@ def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
         if address:
             ray.init(address=address, log_to_driver=verbose)
             return f"ray cluster at {address}"
+        dashboard_port = _state_api_of_this_ray() if cfg.dashboard else None
         context = ray.init(
             address="local",  # a new Ray of our own, never the last `ray start` on the host
             num_cpus=cfg.num_cpus,
             include_dashboard=cfg.dashboard,
-            # 0: a free port, so two local Rays (or another service on 8265) never collide
-            dashboard_port=0 if cfg.dashboard else None,
+            dashboard_port=dashboard_port,
             log_to_driver=verbose,
             configure_logging=True,
             logging_level="WARNING",
