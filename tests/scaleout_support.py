@@ -1,6 +1,7 @@
 """Fixtures of tests/scaleout (registered by its conftest.py): real distributed services on
-one machine, all on 127.0.0.1 inside a private network namespace: an S3 object store (SeaweedFS), PostgreSQL, an MLflow server backed by both, and a
-Ray cluster of two nodes with token authentication.
+one machine, all on 127.0.0.1 inside a private network namespace: an S3 object store
+(SeaweedFS), PostgreSQL, an MLflow server backed by both, and a Ray cluster of two nodes
+with token authentication.
 
 The namespace: the test process's main thread enters a new network namespace
 (``unshare(CLONE_NEWNET)``, loopback brought up), so every server started from it and every

@@ -157,7 +157,9 @@ def test_ray_job_runs_the_cluster_profile_on_the_same_cluster_shape():
     assert "crfm-bench run" in entry
     profile = entry.split("--params", 1)[1].split()[0]
     assert profile == "/app/params/cluster.yaml"  # the image's copy of params/cluster.yaml
-    assert "COPY params ./params" in (DEPLOY / "Dockerfile").read_text()
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "COPY params ./params" in dockerfile
+    assert 'pip install -c constraints.txt ".[cluster]"' in dockerfile  # S3 + PostgreSQL clients
     assert (ROOT / "params" / "cluster.yaml").is_file()
 
 
