@@ -503,8 +503,10 @@ def stack(netns, s3):
             for svc in services:
                 if svc.proc.poll() is None:
                     svc.proc.send_signal(svc.kill_signal)
+            t1 = time.monotonic()
             for svc in services:
                 svc.stop(timeout=60)
+                print(f"[scaleout] {svc.name} stopped after {time.monotonic() - t1:.1f} s")
             for path in (root, head_tmp, worker_tmp):
                 shutil.rmtree(path, ignore_errors=True)
 
