@@ -1,0 +1,521 @@
+"""Training and evaluation at the convolution roofline (not a test; figures are ratios).
+
+    python benchmarks/roofline.py [--quick] [--models crfm,edsr] [--sizes tiny,base]
+                                  [--patches 24,64] [--threads 2] [--no-levers]
+                                  [--no-compile] [--no-inference] [--json PATH]
+
+Everything runs in one process with the same torch threads (default 2), so every rate is
+compared with a bare ``Conv3d`` 3x3x3, 32 -> 32 channels, forward + backward, measured
+alongside on the same batch and HR patch (the machine's convolution roofline).
+
+1. **Training step** of every registered learned model (``list_models`` and
+   ``create_model``: the models as they are when this runs), 3D x2, batch 4, for each HR
+   patch of ``--patches`` (24: the default ``train.patch_size``, LR 12^3; 64: the ``base``
+   training patch, LR 32^3). One step is the engine loop's: forward + loss, backward,
+   gradient clipping (1.0) and Adam. Patches come from a ``PatchDataset`` (the engine's
+   sampler) over an in-memory synthetic volume of the default test shape, through a
+   ``DataLoader`` as in training. Each phase (data, forward, backward, optimizer) is timed
+   with its own wall clock (on CPU every op is synchronous, so the phases add up to the
+   step); medians over the timed steps after two warm-up steps. GFLOP per step come from
+   ``torch.utils.flop_counter.FlopCounterMode`` over forward + backward (convolutions and
+   matmuls; elementwise ops, FFTs and Adam are not counted). ``GFLOP/s`` = GFLOP / (forward
+   + backward + optimizer time); ``% conv`` = that rate / the bare conv's rate.
+   ``base`` models are not timed on CPU by default (minutes per step); their FLOPs, aten op
+   count and activation bytes at the base patch are counted on the ``meta`` device (no
+   arithmetic), for the scale-on-paper estimate (``docs/performance.md``).
+2. **Levers outside the models** (tiny models, first patch): the Adam implementation
+   (for-loop, the CPU default; ``foreach``; ``fused``), ``channels_last_3d`` memory format
+   of model and inputs, and ``torch.compile`` (inductor): its compile time (first steps
+   minus eager steps), per-step time after, and the break-even step count against the
+   default run's 1000 steps per model (25 epochs x 40 steps).
+3. **Evaluation cost**: ``sliding_window_sr`` at the default window (48 HR voxels, overlap
+   0.25, Gaussian blend) against one forward pass over the whole default test volume (HR
+   80x96x84, LR 40x48x42 at x2), for edsr and crfm (random weights): the plain path
+   (``fast=False``: the previous algorithm: fixed window, 2 windows per call) and the fast
+   path (the default), with their agreement.
+
+The machine may be shared: compare ratios within one run, not seconds across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from crfm_bench.engine.data import Case, PatchDataset
+from crfm_bench.models import create_model, list_models, model_info
+
+SCALE = (2, 2, 2)
+TEST_HR_SHAPE = (80, 96, 84)  # the default synthetic test volume (2 mm)
+BATCH = 4
+GRAD_CLIP = 1.0
+STEPS_PER_RUN = 25 * 40  # default train.epochs x train.steps_per_epoch
+
+
+# ---------------------------------------------------------------- data
+def synthetic_case(hr_shape: tuple[int, ...] = TEST_HR_SHAPE, seed: int = 0) -> Case:
+    """An in-memory case: a smooth ellipsoidal 'brain' with texture, its 2x average-pooled LR
+    and a second contrast as the HR reference (intensities roughly in [0, 1])."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in hr_shape], indexing="ij")
+    r = sum((g / 0.8) ** 2 for g in grids)
+    noise = torch.from_numpy(rng.standard_normal(hr_shape).astype(np.float32))[None, None]
+    smooth = torch.nn.functional.avg_pool3d(noise, 5, 1, 2)[0, 0].numpy()
+    hr = ((r < 1) * (0.6 + 0.3 * np.tanh(3 * smooth))).astype(np.float32)
+    ref = ((r < 1) * (0.8 - 0.3 * np.tanh(3 * smooth))).astype(np.float32)
+    lr = torch.nn.functional.avg_pool3d(torch.from_numpy(hr)[None, None], SCALE)[0, 0].numpy()
+    eye = np.eye(4)
+    return Case("synthetic", "train", lr, hr, ref, 1.0, eye, eye, "", "")
+
+
+def loader(case: Case, patch: int, batch: int, length: int) -> torch.utils.data.DataLoader:
+    dataset = PatchDataset([case], SCALE, patch, length=length * batch, seed=0)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, drop_last=True)
+
+
+# ---------------------------------------------------------------- training step
+def make_optimizer(model: torch.nn.Module, impl: str) -> torch.optim.Optimizer:
+    kwargs = {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(impl, {})
+    if impl == "loop":
+        kwargs = {"foreach": False}
+    return torch.optim.Adam(model.parameters(), lr=1e-3, **kwargs)
+
+
+def step_flops(model: torch.nn.Module, lr: torch.Tensor, ref: torch.Tensor, hr: torch.Tensor):
+    """(FLOPs, aten ops) of one forward + loss + backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class OpCounter(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            OpCounter.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with FlopCounterMode(display=False) as counter, OpCounter():
+        sr = model(lr, ref if model.needs_reference else None)
+        model.loss(sr.float(), hr).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops(), OpCounter.n
+
+
+def meta_footprint(name: str, size: str, patch: int, batch: int) -> dict[str, Any]:
+    """FLOPs, aten ops and saved-activation bytes of one training step on the meta device."""
+    with torch.device("meta"):
+        model = create_model(name, 3, SCALE, size=size)
+        lr = torch.empty(batch, 1, *(patch // s for s in SCALE))
+        ref = torch.empty(batch, 1, patch, patch, patch)
+        hr = torch.empty_like(ref)
+    storages: dict[int, int] = {}
+    keep: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        storages[st._cdata] = max(storages.get(st._cdata, 0), st.nbytes())
+        keep.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        flops, ops = step_flops(model, lr, ref, hr)
+    params = model.num_parameters()
+    act = sum(storages.values()) - 4 * params  # weights saved once; count activations only
+    return {"flops": flops, "aten_ops": ops, "params": params, "act_bytes": max(act, 0)}
+
+
+def time_training(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    batches: list[dict[str, torch.Tensor]] | torch.utils.data.DataLoader,
+    steps: int,
+    warmup: int = 2,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Median seconds per phase (data, forward, backward, optimizer) over ``steps`` steps."""
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    phases: dict[str, list[float]] = {k: [] for k in ("data", "forward", "backward", "optimizer")}
+    it = iter(batches)
+    model.train()
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        b = next(it)
+        lr = b["lr"].contiguous(memory_format=fmt)
+        ref = b["ref"].contiguous(memory_format=fmt) if model.needs_reference else None
+        hr = b["hr"]
+        t1 = time.perf_counter()
+        loss = model.loss(model(lr, ref).float(), hr)
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        opt.step()
+        t4 = time.perf_counter()
+        if i >= warmup:
+            for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                phases[k].append(v)
+    out = {k: statistics.median(v) for k, v in phases.items()}
+    out["step"] = out["forward"] + out["backward"] + out["optimizer"]
+    return out
+
+
+def conv_roofline(patch: int, batch: int, repeats: int) -> dict[str, float]:
+    """Bare Conv3d 3x3x3, 32 -> 32 channels, fwd + bwd (input and weight gradients)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(32, 32, 3, padding=1)
+    x = torch.randn(batch, 32, patch, patch, patch, requires_grad=True)
+
+    def run() -> None:
+        conv.zero_grad(set_to_none=True)
+        x.grad = None
+        conv(x).sum().backward()
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    sec = statistics.median(times)
+    flops = counter.get_total_flops()
+    return {"seconds": sec, "gflop": flops / 1e9, "gflops_per_s": flops / 1e9 / sec}
+
+
+def bench_training(
+    names: list[str], patch: int, batch: int, steps: int, case: Case, roof: dict[str, float]
+) -> list[dict[str, Any]]:
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        model = create_model(name, 3, SCALE)
+        opt = make_optimizer(model, "default")
+        data = loader(case, patch, batch, steps + 3)
+        first = next(iter(data))
+        flops, ops = step_flops(model, first["lr"], first["ref"], first["hr"])
+        t = time_training(model, opt, data, steps)
+        rate = flops / 1e9 / t["step"]
+        rows.append(
+            {
+                "model": name,
+                "patch": patch,
+                "batch": batch,
+                "params": model.num_parameters(),
+                "step_ms": 1e3 * t["step"],
+                "data_ms": 1e3 * t["data"],
+                "forward_ms": 1e3 * t["forward"],
+                "backward_ms": 1e3 * t["backward"],
+                "optimizer_ms": 1e3 * t["optimizer"],
+                "gflop": flops / 1e9,
+                "aten_ops": ops,
+                "gflops_per_s": rate,
+                "frac_conv": rate / roof["gflops_per_s"],
+            }
+        )
+        print(f"  trained {name} at HR {patch}^3: {1e3 * t['step']:.0f} ms/step", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- levers
+def bench_levers(
+    names: list[str], patch: int, batch: int, steps: int, case: Case, compile_: bool
+) -> list[dict[str, Any]]:
+    """Per model: eager step with each Adam, channels_last_3d, torch.compile (all same batches)."""
+    rows = []
+    for name in names:
+        data = list(loader(case, patch, batch, steps + 4))
+        torch.manual_seed(0)
+        base_model = create_model(name, 3, SCALE)
+        row: dict[str, Any] = {"model": name}
+        for impl in ("loop", "foreach", "fused"):
+            model = copy.deepcopy(base_model)
+            t = time_training(model, make_optimizer(model, impl), data, steps)
+            row[f"adam_{impl}_ms"] = 1e3 * t["step"]
+            row[f"adam_{impl}_opt_ms"] = 1e3 * t["optimizer"]
+        model = copy.deepcopy(base_model).to(memory_format=torch.channels_last_3d)
+        t = time_training(model, make_optimizer(model, "loop"), data, steps, channels_last=True)
+        row["channels_last_ms"] = 1e3 * t["step"]
+        if compile_:
+            row.update(bench_compile(base_model, data, steps))
+        rows.append(row)
+        print(f"  levers of {name} measured", flush=True)
+    return rows
+
+
+def bench_compile(base_model: torch.nn.Module, data: list, steps: int) -> dict[str, float]:
+    """Compile time and per-step time of ``torch.compile`` (inductor) on the model."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = copy.deepcopy(base_model)
+    opt = make_optimizer(model, "loop")
+    compiled = torch.compile(model)
+    compiled.loss = model.loss
+    compiled.needs_reference = model.needs_reference
+    t0 = time.perf_counter()
+    try:
+        time_training(compiled, opt, data, steps=1, warmup=1)  # compiles forward and backward
+    except Exception as exc:  # report, do not hide: the lever does not apply to this model
+        return {"compile_error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+    first_two = time.perf_counter() - t0
+    t = time_training(compiled, opt, data, steps, warmup=0)
+    eager = time_training(model, opt, data, steps, warmup=1)
+    compile_s = first_two - 2 * t["step"] - 2 * t["data"]
+    gain = eager["step"] - t["step"]
+    return {
+        "compile_s": compile_s,
+        "compiled_ms": 1e3 * t["step"],
+        "eager_ms": 1e3 * eager["step"],
+        "break_even_steps": compile_s / gain if gain > 0 else math.inf,
+        "saved_per_run_s": gain * STEPS_PER_RUN - compile_s,
+    }
+
+
+# ---------------------------------------------------------------- inference
+def bench_inference(
+    names: list[str], case: Case, window: int, overlap: float, repeats: int
+) -> list[dict[str, Any]]:
+    """Sliding window (plain and fast path) against one full-volume forward pass."""
+    from crfm_bench.engine.inference import sliding_window_sr
+
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        model = create_model(name, 3, SCALE).eval()
+        ref = case.ref if model.needs_reference else None
+        lr_t = torch.from_numpy(case.lr)[None, None]
+        ref_t = None if ref is None else torch.from_numpy(ref)[None, None]
+
+        def full(model=model, lr_t=lr_t, ref_t=ref_t) -> np.ndarray:
+            with torch.inference_mode():
+                return model(lr_t, ref_t)[0, 0].numpy()
+
+        outs: dict[str, np.ndarray] = {}
+
+        def slide(fast: bool, model=model, ref=ref) -> np.ndarray:
+            return sliding_window_sr(model, case.lr, ref, SCALE, window, overlap, fast=fast)
+
+        times: dict[str, list[float]] = {"full": [], "plain": [], "fast": []}
+        full()  # warm-up
+        for _ in range(repeats):  # interleaved, so drifting load biases no path
+            for key, fn in (
+                ("full", full),
+                ("plain", lambda: slide(False)),
+                ("fast", lambda: slide(True)),
+            ):
+                t0 = time.perf_counter()
+                outs[key] = fn()
+                times[key].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+
+        def psnr(a: np.ndarray, b: np.ndarray) -> float:
+            mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
+            return 10 * math.log10(1.0 / max(mse, 1e-15))
+
+        rows.append(
+            {
+                "model": name,
+                "full_s": med["full"],
+                "plain_s": med["plain"],
+                "fast_s": med["fast"],
+                "plain_ratio": med["plain"] / med["full"],
+                "fast_ratio": med["fast"] / med["full"],
+                "psnr_plain_vs_full_db": psnr(outs["plain"], outs["full"]),
+                "psnr_fast_vs_full_db": psnr(outs["fast"], outs["full"]),
+            }
+        )
+        print(f"  inference of {name} measured", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- report
+def table(rows: list[dict[str, Any]], columns: dict[str, str]) -> str:
+    lines = ["| " + " | ".join(columns.values()) + " |"]
+    lines.append("|" + "|".join("---" if k == "model" else "---:" for k in columns) + "|")
+    for r in rows:
+        cells = []
+        for k in columns:
+            v = r.get(k, "-")
+            if isinstance(v, float):
+                digits = 2 if abs(v) < 10 else 1 if abs(v) < 1000 else 0
+                v = "inf" if math.isinf(v) else f"{v:.{digits}f}"
+            elif isinstance(v, int) and k == "params":
+                v = f"{v:,}"
+            cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    out = [
+        f"# Roofline ({m['cpu_count']} cores, {m['threads']} torch threads, torch "
+        f"{m['torch']}, load {m['load_start']} -> {m['load_end']}; shared machine: "
+        "compare ratios)\n"
+    ]
+    for patch, block in res["training"].items():
+        roof = block["conv"]
+        out.append(
+            f"## Training step, tiny, 3D x2, batch {block['batch']}, HR patch {patch}^3 "
+            f"(bare Conv3d 32ch fwd+bwd: {roof['gflops_per_s']:.1f} GFLOP/s)\n"
+        )
+        cols = {
+            "model": "model",
+            "params": "params",
+            "step_ms": "ms/step",
+            "gflop": "GFLOP/step",
+            "gflops_per_s": "GFLOP/s",
+            "frac_conv": "x bare conv",
+            "data_ms": "data ms",
+            "forward_ms": "fwd ms",
+            "backward_ms": "bwd ms",
+            "optimizer_ms": "opt ms",
+            "aten_ops": "aten ops",
+        }
+        out.append(table(block["rows"], cols) + "\n")
+    if res.get("base"):
+        out.append("## base models, one training step counted on the meta device (not timed)\n")
+        cols = {
+            "model": "model",
+            "patch": "HR patch",
+            "batch": "batch",
+            "params": "params",
+            "gflop": "GFLOP/step",
+            "aten_ops": "aten ops",
+            "act_gib": "saved act. GiB",
+        }
+        out.append(table(res["base"], cols) + "\n")
+    if res.get("levers"):
+        out.append("## Levers outside the models (tiny, ms per step, lower is better)\n")
+        cols = {
+            "model": "model",
+            "adam_loop_ms": "Adam for-loop (default)",
+            "adam_foreach_ms": "Adam foreach",
+            "adam_fused_ms": "Adam fused",
+            "adam_loop_opt_ms": "opt ms loop",
+            "adam_fused_opt_ms": "opt ms fused",
+            "channels_last_ms": "channels_last_3d",
+            "eager_ms": "eager (compile run)",
+            "compiled_ms": "compiled",
+            "compile_s": "compile s",
+            "break_even_steps": "break-even steps",
+            "saved_per_run_s": f"s saved per {STEPS_PER_RUN}-step run",
+            "compile_error": "compile error",
+        }
+        out.append(table(res["levers"], cols) + "\n")
+    if res.get("inference"):
+        s = res["inference_setting"]
+        out.append(
+            f"## Sliding window / one full pass (HR {s['hr_shape']}, window {s['window']}, "
+            f"overlap {s['overlap']}, gaussian; median of {s['repeats']})\n"
+        )
+        cols = {
+            "model": "model",
+            "full_s": "full pass s",
+            "plain_s": "plain s",
+            "fast_s": "fast s",
+            "plain_ratio": "plain / full",
+            "fast_ratio": "fast / full",
+            "psnr_plain_vs_full_db": "PSNR plain vs full",
+            "psnr_fast_vs_full_db": "PSNR fast vs full",
+        }
+        out.append(table(res["inference"], cols) + "\n")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--models", default=None, help="comma list (default: all learned)")
+    parser.add_argument("--sizes", default="tiny,base", help="tiny (timed), base (meta count)")
+    parser.add_argument("--patches", default="24,64", help="HR training patches, comma list")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-levers", action="store_true")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--no-inference", action="store_true")
+    parser.add_argument("--json", type=Path, default=Path("reports/roofline.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    learned = [n for n in list_models() if model_info(n).trainable]
+    names = learned if args.models is None else args.models.split(",")
+    for n in names:
+        model_info(n)  # fails with the known names
+    sizes = args.sizes.split(",")
+    patches = [int(p) for p in args.patches.split(",")]
+    steps = 3 if args.quick else 8
+    res: dict[str, Any] = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "load_start": os.getloadavg()[0],
+        },
+        "training": {},
+    }
+    case = synthetic_case()
+    if "tiny" in sizes:
+        for patch in patches:
+            roof = conv_roofline(patch, BATCH, repeats=steps)
+            print(f"bare conv at HR {patch}^3: {roof['gflops_per_s']:.1f} GFLOP/s", flush=True)
+            rows = bench_training(names, patch, BATCH, steps, case, roof)
+            # the roofline again after the models: the mean of both brackets the run's load
+            roof2 = conv_roofline(patch, BATCH, repeats=steps)
+            roof = {k: (roof[k] + roof2[k]) / 2 for k in roof}
+            for r in rows:
+                r["frac_conv"] = r["gflops_per_s"] / roof["gflops_per_s"]
+            res["training"][str(patch)] = {"batch": BATCH, "conv": roof, "rows": rows}
+    if "base" in sizes:
+        res["base"] = []
+        for name in names:
+            for batch in (1, BATCH):
+                f = meta_footprint(name, "base", 64, batch)
+                res["base"].append(
+                    {
+                        "model": name,
+                        "patch": 64,
+                        "batch": batch,
+                        "params": f["params"],
+                        "gflop": f["flops"] / 1e9,
+                        "aten_ops": f["aten_ops"],
+                        "act_gib": f["act_bytes"] / 2**30,
+                    }
+                )
+    if not args.no_levers:
+        lever_models = names if args.models else ["crfm", "edsr", "rcan"]
+        res["levers"] = bench_levers(
+            lever_models, patches[0], BATCH, steps, case, not args.no_compile
+        )
+    if not args.no_inference:
+        inf_models = [n for n in ("edsr", "crfm") if args.models is None or n in names]
+        repeats = 1 if args.quick else 3
+        res["inference_setting"] = {
+            "hr_shape": "x".join(map(str, TEST_HR_SHAPE)),
+            "window": 48,
+            "overlap": 0.25,
+            "repeats": repeats,
+        }
+        res["inference"] = bench_inference(inf_models, case, 48, 0.25, repeats)
+    res["machine"]["load_end"] = os.getloadavg()[0]
+    text = report(res)
+    print("\n" + text)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(TypeError):
+        args.json.write_text(json.dumps(res, indent=2, default=str))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
