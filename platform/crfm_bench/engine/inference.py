@@ -51,6 +51,13 @@ def seam_margins(n_hr: int, w_hr: int, stride_hr: int, s: int) -> int:
     return max(0, min(wanted, (w_hr - stride_hr) // 2))
 
 
+# torch (2.13) runs a 3x3x3 float conv3d of batch 1 on CPU with ``slow_conv3d`` (im2col,
+# measured 5-8x slower per voxel than oneDNN here) unless N*C*D*H > 20480 (a rule made for
+# 2D: the last axis is not counted). A single-window call therefore needs D*H > 20480 / 16
+# (16: the narrowest feature width of the tiny models); otherwise windows go two per call.
+SLOW_CONV_FIRST_AXES = 20480 // 16 + 1
+
+
 def overlap_voxels(w: int, overlap: float) -> int:
     """Voxels two neighbouring windows of length ``w`` share (as :func:`window_starts`)."""
     return w - max(1, int(w * (1.0 - overlap)))
@@ -108,10 +115,12 @@ def plan_windows(
     layout (windows per axis, each axis cut evenly by :func:`even_starts`, every seam still
     overlapping by at least the asked voxels) is the one that computes the fewest LR voxels
     (then: fewest calls) among those whose call fits the budget of ``batch_size`` nominal
-    windows; windows that fit several times into the budget are batched. Example: LR
-    40x48x42, window 48 HR at x2, overlap 0.25, batch 2: ``fixed`` computes 12 cubes of 24^3
-    (2.06 x the volume); ``budget`` 4 boxes of 40x27x24 (1.29 x the volume), each within the
-    2 x 24^3 budget.
+    windows; windows that fit several times into the budget are batched, and a call of a
+    single 3D window must be long enough on its first two axes
+    (:data:`SLOW_CONV_FIRST_AXES`) for torch's fast CPU convolution. Example: LR
+    40x48x42, window 48 HR at x2, overlap 0.25: ``fixed`` computes 12 cubes of 24^3 (2.06 x
+    the volume's voxels); ``budget`` with batch 2: 12 boxes of 23x20x24, two per call (1.64 x);
+    with batch 4: 2 boxes of 40x48x24, one per call (1.14 x).
     """
     nd = len(lr_shape)
     hr_shape = tuple(n * s for n, s in zip(lr_shape, scale, strict=True))
@@ -140,11 +149,13 @@ def plan_windows(
                 continue
             count = math.prod(len(st) for _, st in combo)
             per = max(1, budget // vol)
+            if per == 1 and nd == 3 and combo[0][0] * combo[1][0] < SLOW_CONV_FIRST_AXES:
+                continue  # torch's CPU conv3d would take its im2col path (see the constant)
             key = (vol * count, -(-count // per))
             if best is None or key < best[0]:
                 best = (key, combo, per)
-        if best is None:  # cannot happen: the nominal cubes fit
-            raise ValueError(f"no window layout fits the budget for volume {lr_shape}")
+        if best is None:  # only single small windows fit (batch 1): the fixed layout
+            return plan_windows(lr_shape, scale, window, overlap, batch_size, "fixed")
         _, combo, per_call = best
         w_lr = tuple(size for size, _ in combo)
         starts = [st for _, st in combo]
