@@ -31,8 +31,14 @@ alongside on the same batch and HR patch (the machine's convolution roofline).
 3. **Evaluation cost**: ``sliding_window_sr`` at the default window (48 HR voxels, overlap
    0.25, Gaussian blend) against one forward pass over the whole default test volume (HR
    80x96x84, LR 40x48x42 at x2), for edsr and crfm (random weights): the plain path
-   (``fast=False``: the previous algorithm: fixed window, 2 windows per call) and the fast
-   path (the default), with their agreement.
+   (``fast=False``: the previous algorithm: 24^3 cubes, 2 per call, weights rebuilt per
+   window) and the fast path at each ``--eval-batches`` size (the ``budget`` layout of
+   :func:`crfm_bench.engine.inference.plan_windows`). Wall time: the minimum of the
+   interleaved repeats (other work only adds time); CPU time: all threads' CPU seconds,
+   which a shared machine disturbs far less. Agreement with the full pass as PSNR.
+4. **Scale on paper** (with ``base`` in ``--sizes``): from the meta-counted base steps,
+   DDP efficiency over 2, 4, 8 GPU nodes at 25 and 100 Gb/s and the batch that fills one
+   GPU; an estimate under the assumptions written next to :data:`GPUS`.
 
 The machine may be shared: compare ratios within one run, not seconds across runs.
 """
@@ -146,9 +152,11 @@ def time_training(
     """Median seconds per phase (data, forward, backward, optimizer) over ``steps`` steps."""
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
     phases: dict[str, list[float]] = {k: [] for k in ("data", "forward", "backward", "optimizer")}
+    cpu: list[float] = []
     it = iter(batches)
     model.train()
     for i in range(warmup + steps):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         b = next(it)
         lr = b["lr"].contiguous(memory_format=fmt)
@@ -164,10 +172,12 @@ def time_training(
         opt.step()
         t4 = time.perf_counter()
         if i >= warmup:
+            cpu.append(time.process_time() - c0)
             for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 phases[k].append(v)
     out = {k: statistics.median(v) for k, v in phases.items()}
     out["step"] = out["forward"] + out["backward"] + out["optimizer"]
+    out["step_cpu"] = statistics.median(cpu)  # all threads' CPU seconds, data included
     return out
 
 
@@ -184,14 +194,21 @@ def conv_roofline(patch: int, batch: int, repeats: int) -> dict[str, float]:
 
     with FlopCounterMode(display=False) as counter:
         run()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         run()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     sec = statistics.median(times)
     flops = counter.get_total_flops()
-    return {"seconds": sec, "gflop": flops / 1e9, "gflops_per_s": flops / 1e9 / sec}
+    return {
+        "seconds": sec,
+        "gflop": flops / 1e9,
+        "gflops_per_s": flops / 1e9 / sec,
+        "gflops_per_cpu_s": flops / 1e9 / statistics.median(cpu),
+    }
 
 
 def bench_training(
@@ -222,6 +239,7 @@ def bench_training(
                 "aten_ops": ops,
                 "gflops_per_s": rate,
                 "frac_conv": rate / roof["gflops_per_s"],
+                "gflops_per_cpu_s": flops / 1e9 / t["step_cpu"],
             }
         )
         print(f"  trained {name} at HR {patch}^3: {1e3 * t['step']:.0f} ms/step", flush=True)
@@ -285,12 +303,20 @@ def bench_compile(base_model: torch.nn.Module, data: list, steps: int) -> dict[s
 
 # ---------------------------------------------------------------- inference
 def bench_inference(
-    names: list[str], case: Case, window: int, overlap: float, repeats: int
+    names: list[str],
+    case: Case,
+    window: int,
+    overlap: float,
+    batches: list[int],
+    repeats: int,
 ) -> list[dict[str, Any]]:
-    """Sliding window (plain and fast path) against one full-volume forward pass."""
-    from crfm_bench.engine.inference import sliding_window_sr
+    """Sliding window (plain path: the previous algorithm, batch 2; fast path at each batch
+    size of ``batches``) against one full-volume forward pass; minimum wall time and median
+    CPU time (all threads) over ``repeats`` interleaved runs."""
+    from crfm_bench.engine.inference import plan_windows, sliding_window_sr
 
     rows = []
+    volume = math.prod(case.lr.shape)
     for name in names:
         torch.manual_seed(0)
         model = create_model(name, 3, SCALE).eval()
@@ -302,42 +328,119 @@ def bench_inference(
             with torch.inference_mode():
                 return model(lr_t, ref_t)[0, 0].numpy()
 
+        paths = {"full": full}
+        paths["plain b2"] = lambda m=model, r=ref: sliding_window_sr(
+            m, case.lr, r, SCALE, window, overlap, batch_size=2, fast=False
+        )
+        for b in batches:
+            paths[f"fast b{b}"] = lambda m=model, r=ref, b=b: sliding_window_sr(
+                m, case.lr, r, SCALE, window, overlap, batch_size=b
+            )
+        wall: dict[str, list[float]] = {k: [] for k in paths}
+        cpu: dict[str, list[float]] = {k: [] for k in paths}
         outs: dict[str, np.ndarray] = {}
-
-        def slide(fast: bool, model=model, ref=ref) -> np.ndarray:
-            return sliding_window_sr(model, case.lr, ref, SCALE, window, overlap, fast=fast)
-
-        times: dict[str, list[float]] = {"full": [], "plain": [], "fast": []}
         full()  # warm-up
         for _ in range(repeats):  # interleaved, so drifting load biases no path
-            for key, fn in (
-                ("full", full),
-                ("plain", lambda: slide(False)),
-                ("fast", lambda: slide(True)),
-            ):
+            for key, fn in paths.items():
+                c0 = time.process_time()
                 t0 = time.perf_counter()
                 outs[key] = fn()
-                times[key].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) for k, v in times.items()}
-
-        def psnr(a: np.ndarray, b: np.ndarray) -> float:
-            mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
-            return 10 * math.log10(1.0 / max(mse, 1e-15))
-
-        rows.append(
-            {
-                "model": name,
-                "full_s": med["full"],
-                "plain_s": med["plain"],
-                "fast_s": med["fast"],
-                "plain_ratio": med["plain"] / med["full"],
-                "fast_ratio": med["fast"] / med["full"],
-                "psnr_plain_vs_full_db": psnr(outs["plain"], outs["full"]),
-                "psnr_fast_vs_full_db": psnr(outs["fast"], outs["full"]),
-            }
-        )
+                wall[key].append(time.perf_counter() - t0)
+                cpu[key].append(time.process_time() - c0)
+        w_full, c_full = min(wall["full"]), statistics.median(cpu["full"])
+        for key in paths:
+            if key == "full":
+                continue
+            mse = float(np.mean((np.clip(outs[key], 0, 1) - np.clip(outs["full"], 0, 1)) ** 2))
+            b = int(key.split("b")[-1])
+            plan = plan_windows(
+                case.lr.shape,
+                SCALE,
+                window,
+                overlap,
+                b,
+                "fixed" if key.startswith("plain") else "budget",
+            )
+            rows.append(
+                {
+                    "model": name,
+                    "path": key,
+                    "full_s": w_full,
+                    "sliding_s": min(wall[key]),
+                    "ratio": min(wall[key]) / w_full,
+                    "ratio_cpu": statistics.median(cpu[key]) / c_full,
+                    "voxels": plan.voxels / volume,
+                    "calls": math.ceil(len(plan.corners) / plan.per_call),
+                    "window": "x".join(map(str, plan.window)),
+                    "psnr_vs_full_db": 10 * math.log10(1.0 / max(mse, 1e-15)),
+                }
+            )
         print(f"  inference of {name} measured", flush=True)
     return rows
+
+
+# ---------------------------------------------------------------- scale on paper
+# Assumptions of the estimate (stated in docs/performance.md): dense bf16 peaks from the
+# vendors' data sheets, a utilisation factor for 3D convolution nets under autocast, the
+# eager per-op launch cost, DDP's ring allreduce of fp32 gradients in 25 MB buckets.
+GPUS = {"A100": 312e12, "H100": 989e12}  # bf16 dense FLOP/s (SXM data sheets)
+UTILISATION = 0.4
+LAUNCH_S = 10e-6  # host time per aten op in eager mode (dispatch + kernel launch)
+ALPHA_S = 10e-6  # latency per ring step and bucket
+BUCKET_BYTES = 25 * 2**20
+BWD_SHARE = 2 / 3  # backward's share of a step's FLOPs (2 of forward's 1 + backward's 2)
+
+
+def allreduce_seconds(nbytes: float, nodes: int, gbit_s: float) -> float:
+    """Ring allreduce: 2 (N-1)/N x bytes / bandwidth, plus 2 (N-1) latencies per bucket."""
+    buckets = math.ceil(nbytes / BUCKET_BYTES)
+    steps = 2 * (nodes - 1)
+    return steps / nodes * nbytes / (gbit_s * 1e9 / 8) + steps * buckets * ALPHA_S
+
+
+def paper_estimates(base_rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """DDP efficiency over N nodes and GPU-filling sizes, from meta-counted base steps."""
+    scaling, sizing = [], []
+    for r in (r for r in base_rows if r["batch"] == 1):
+        grad_bytes = 4 * r["params"]
+        flop_per_sample = r["gflop"] * 1e9  # at HR 64^3
+        for gpu, peak in GPUS.items():
+            for batch in (1, 4):
+                t_comp = batch * flop_per_sample / (UTILISATION * peak)
+                row = {
+                    "model": r["model"],
+                    "gpu": gpu,
+                    "batch": batch,
+                    "grad_mb": grad_bytes / 1e6,
+                    "tflop_step": batch * flop_per_sample / 1e12,
+                    "t_comp_ms": 1e3 * t_comp,
+                }
+                for n in (2, 4, 8):
+                    for bw in (25, 100):
+                        t_comm = allreduce_seconds(grad_bytes, n, bw)
+                        hidden = max(0.0, t_comm - BWD_SHARE * t_comp)
+                        row[f"eff_{n}_{bw}"] = t_comp / (t_comp + t_comm)
+                        row[f"effov_{n}_{bw}"] = t_comp / (t_comp + hidden)
+                scaling.append(row)
+            launch = r["aten_ops"] * LAUNCH_S
+            act = r["act_gib"] * 2**30  # fp32 activations per sample at 64^3
+            for patch in (64, 96, 128):
+                v = (patch / 64) ** 3
+                per_sample = flop_per_sample * v / (UTILISATION * peak)
+                b_min = max(1, math.ceil(launch / per_sample))
+                b_max = int((80e9 - 16 * r["params"]) // (act * v))
+                sizing.append(
+                    {
+                        "model": r["model"],
+                        "gpu": gpu,
+                        "patch": patch,
+                        "launch_ms": 1e3 * launch,
+                        "sample_ms": 1e3 * per_sample,
+                        "b_min": b_min,
+                        "b_max_fp32": b_max,
+                    }
+                )
+    return {"scaling": scaling, "sizing": sizing}
 
 
 # ---------------------------------------------------------------- report
@@ -369,7 +472,8 @@ def report(res: dict[str, Any]) -> str:
         roof = block["conv"]
         out.append(
             f"## Training step, tiny, 3D x2, batch {block['batch']}, HR patch {patch}^3 "
-            f"(bare Conv3d 32ch fwd+bwd: {roof['gflops_per_s']:.1f} GFLOP/s)\n"
+            f"(bare Conv3d 32ch fwd+bwd: {roof['gflops_per_s']:.1f} GFLOP/s wall, "
+            f"{roof['gflops_per_cpu_s']:.1f} per CPU second)\n"
         )
         cols = {
             "model": "model",
@@ -378,6 +482,7 @@ def report(res: dict[str, Any]) -> str:
             "gflop": "GFLOP/step",
             "gflops_per_s": "GFLOP/s",
             "frac_conv": "x bare conv",
+            "frac_conv_cpu": "x bare conv (CPU s)",
             "data_ms": "data ms",
             "forward_ms": "fwd ms",
             "backward_ms": "bwd ms",
@@ -397,6 +502,40 @@ def report(res: dict[str, Any]) -> str:
             "act_gib": "saved act. GiB",
         }
         out.append(table(res["base"], cols) + "\n")
+    if res.get("paper"):
+        out.append(
+            "## Scale on paper (ESTIMATE from meta-counted base-size FLOPs and parameter bytes; "
+            f"bf16 peak x {UTILISATION} utilisation; ring allreduce of fp32 gradients)\n"
+        )
+        cols = {
+            "model": "model",
+            "gpu": "GPU",
+            "batch": "batch/GPU",
+            "grad_mb": "allreduce MB",
+            "tflop_step": "TFLOP/step",
+            "t_comp_ms": "compute ms",
+        }
+        for n in (2, 4, 8):
+            for bw in (25, 100):
+                cols[f"effov_{n}_{bw}"] = f"N={n} {bw}G"
+        out.append("Efficiency with the allreduce overlapped with backward:\n")
+        out.append(table(res["paper"]["scaling"], cols) + "\n")
+        for n in (2, 4, 8):
+            for bw in (25, 100):
+                cols.pop(f"effov_{n}_{bw}")
+                cols[f"eff_{n}_{bw}"] = f"N={n} {bw}G"
+        out.append("Efficiency without overlap (allreduce after backward):\n")
+        out.append(table(res["paper"]["scaling"], cols) + "\n")
+        cols = {
+            "model": "model",
+            "gpu": "GPU",
+            "patch": "HR patch",
+            "launch_ms": "launch ms/step",
+            "sample_ms": "compute ms/sample",
+            "b_min": "batch to hide launches",
+            "b_max_fp32": "max batch (80 GB, fp32 act.)",
+        }
+        out.append(table(res["paper"]["sizing"], cols) + "\n")
     if res.get("levers"):
         out.append("## Levers outside the models (tiny, ms per step, lower is better)\n")
         cols = {
@@ -419,17 +558,19 @@ def report(res: dict[str, Any]) -> str:
         s = res["inference_setting"]
         out.append(
             f"## Sliding window / one full pass (HR {s['hr_shape']}, window {s['window']}, "
-            f"overlap {s['overlap']}, gaussian; median of {s['repeats']})\n"
+            f"overlap {s['overlap']}, gaussian; wall: min of {s['repeats']}, CPU: median)\n"
         )
         cols = {
             "model": "model",
+            "path": "path",
+            "window": "LR window",
+            "calls": "calls",
+            "voxels": "LR voxels / volume",
             "full_s": "full pass s",
-            "plain_s": "plain s",
-            "fast_s": "fast s",
-            "plain_ratio": "plain / full",
-            "fast_ratio": "fast / full",
-            "psnr_plain_vs_full_db": "PSNR plain vs full",
-            "psnr_fast_vs_full_db": "PSNR fast vs full",
+            "sliding_s": "sliding s",
+            "ratio": "sliding / full (wall)",
+            "ratio_cpu": "sliding / full (CPU s)",
+            "psnr_vs_full_db": "PSNR vs full dB",
         }
         out.append(table(res["inference"], cols) + "\n")
     return "\n".join(out)
@@ -445,7 +586,8 @@ def main() -> None:
     parser.add_argument("--no-levers", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-inference", action="store_true")
-    parser.add_argument("--json", type=Path, default=Path("reports/roofline.json"))
+    parser.add_argument("--eval-batches", default="2,4", help="fast-path batch sizes")
+    parser.add_argument("--json", type=Path, default=Path("runs/bench/roofline.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     learned = [n for n in list_models() if model_info(n).trainable]
@@ -476,6 +618,7 @@ def main() -> None:
             roof = {k: (roof[k] + roof2[k]) / 2 for k in roof}
             for r in rows:
                 r["frac_conv"] = r["gflops_per_s"] / roof["gflops_per_s"]
+                r["frac_conv_cpu"] = r["gflops_per_cpu_s"] / roof["gflops_per_cpu_s"]
             res["training"][str(patch)] = {"batch": BATCH, "conv": roof, "rows": rows}
     if "base" in sizes:
         res["base"] = []
@@ -493,6 +636,7 @@ def main() -> None:
                         "act_gib": f["act_bytes"] / 2**30,
                     }
                 )
+        res["paper"] = paper_estimates(res["base"])
     if not args.no_levers:
         lever_models = names if args.models else ["crfm", "edsr", "rcan"]
         res["levers"] = bench_levers(
@@ -507,7 +651,8 @@ def main() -> None:
             "overlap": 0.25,
             "repeats": repeats,
         }
-        res["inference"] = bench_inference(inf_models, case, 48, 0.25, repeats)
+        batches = [int(b) for b in args.eval_batches.split(",")]
+        res["inference"] = bench_inference(inf_models, case, 48, 0.25, batches, repeats)
     res["machine"]["load_end"] = os.getloadavg()[0]
     text = report(res)
     print("\n" + text)
