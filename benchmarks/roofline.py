@@ -262,9 +262,11 @@ def bench_levers(
             t = time_training(model, make_optimizer(model, impl), data, steps)
             row[f"adam_{impl}_ms"] = 1e3 * t["step"]
             row[f"adam_{impl}_opt_ms"] = 1e3 * t["optimizer"]
+            row[f"adam_{impl}_cpu_ms"] = 1e3 * t["step_cpu"]
         model = copy.deepcopy(base_model).to(memory_format=torch.channels_last_3d)
         t = time_training(model, make_optimizer(model, "loop"), data, steps, channels_last=True)
         row["channels_last_ms"] = 1e3 * t["step"]
+        row["channels_last_cpu_ms"] = 1e3 * t["step_cpu"]
         if compile_:
             row.update(bench_compile(base_model, data, steps))
         rows.append(row)
@@ -545,7 +547,10 @@ def report(res: dict[str, Any]) -> str:
             "adam_fused_ms": "Adam fused",
             "adam_loop_opt_ms": "opt ms loop",
             "adam_fused_opt_ms": "opt ms fused",
+            "adam_foreach_opt_ms": "opt ms foreach",
             "channels_last_ms": "channels_last_3d",
+            "adam_loop_cpu_ms": "CPU ms loop",
+            "channels_last_cpu_ms": "CPU ms channels_last",
             "eager_ms": "eager (compile run)",
             "compiled_ms": "compiled",
             "compile_s": "compile s",
