@@ -467,7 +467,7 @@ def report(res: dict[str, Any]) -> str:
     m = res["machine"]
     out = [
         f"# Roofline ({m['cpu_count']} cores, {m['threads']} torch threads, torch "
-        f"{m['torch']}, load {m['load_start']} -> {m['load_end']}; shared machine: "
+        f"{m['torch']}, load {m['load_start']:.1f} -> {m['load_end']:.1f}; shared machine: "
         "compare ratios)\n"
     ]
     for patch, block in res["training"].items():

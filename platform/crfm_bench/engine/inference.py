@@ -5,8 +5,12 @@ The LR volume is covered by overlapping windows on the LR grid; each window's pr
 (nnU-Net style: sigma = 1/8 of the window, or constant weights) and accumulated, then
 normalised by the summed weights. A margin at each window side that is not the volume's own
 border gets no weight: there the network saw a cut-off neighbourhood (for an interpolator,
-clamped samples), and the overlap guarantees a neighbouring window covers it from inside. Memory is bounded by the window and batch size, not by
-the volume.
+clamped samples), and the overlap guarantees a neighbouring window covers it from inside.
+
+Memory is bounded by the window and batch size, not by the volume: one model call sees at
+most ``batch_size`` windows' worth of voxels. By default (:func:`plan_windows`, layout
+``budget``) the windows one call may hold are merged into one box, so their shared overlap
+is computed once; ``fast=False`` keeps the plain algorithm (fixed cubes) as a reference.
 """
 
 from __future__ import annotations
