@@ -36,10 +36,15 @@ repro: venv
 lint: venv
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+# Measurements, not tests (see docs/performance.md). roofline.py: training step of every
+# learned model against a bare conv3d, the levers, sliding-window cost, scale on paper
+# (runs/bench/roofline.json); ROOFLINE_ARGS="--quick" or "--models crfm,edsr" to shorten it.
+ROOFLINE_ARGS ?=
 bench: venv
 	$(BIN)/python benchmarks/degrade.py
 	$(BIN)/python benchmarks/models.py --quick
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/roofline.py $(ROOFLINE_ARGS)
 
 clean:
 	rm -rf $(VENV)
