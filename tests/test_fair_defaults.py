@@ -92,3 +92,16 @@ def test_paper_size_is_a_valid_model_setting() -> None:
     assert params.model_config_for("rcan").size == "paper"
     with pytest.raises(InputError, match=r"models\.rcan\.size"):
         load_params(None, ["models.rcan.size=huge"])
+
+
+def test_the_training_worker_builds_models_with_the_benchmark_residual() -> None:
+    # what a Ray Train worker does with the params it receives (engine.loop.build_model)
+    from crfm_bench.engine.loop import build_model
+
+    params = load_params(ROOT / "params.yaml", ["benchmark.residual=none"])
+    tree = params.model_dump(mode="json")
+    assert build_model(tree, "edsr").residual == "none"
+    assert build_model(tree, "minet", {"n_feats": 8}).residual == "none"
+    default = load_params(ROOT / "params.yaml").model_dump(mode="json")
+    assert build_model(default, "crfm-noref").residual == "tricubic"
+    assert build_model(default, "zerofill").residual == "none"
