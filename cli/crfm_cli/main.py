@@ -169,30 +169,47 @@ def degrade(
 @models_app.command("list")
 def models_list(
     pattern: Annotated[str | None, typer.Argument(help="Glob filter, e.g. 'crfm*'.")] = None,
-    scale: Annotated[str, typer.Option(help="Scale used to count parameters.")] = "2",
+    scale: Annotated[
+        str | None, typer.Option(help="Scale used to count parameters (default: task.scale).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
 ) -> None:
-    """List the registered models with parameters, reference need and citation.
+    """List the models as the benchmark configures them: size, parameters (of every size),
+    global residual, loss, whether it reads the reference, citation.
 
-    Example: [bold]crfm-bench models list 'crfm*'[/bold]
+    Reads params.yaml (benchmark.residual, models.<name>.size/options) if it exists.
+    Example: [bold]crfm-bench models list 'crfm*' -S benchmark.residual=none[/bold]
     """
     from rich.table import Table
 
+    from crfm_bench.config import load_params
     from crfm_bench.models import list_models, model_table
 
-    table = model_table(spatial_dims=3, scale=scale)
-    if pattern:
-        table = table[table["name"].isin(list_models(pattern))]
-    out = Table(title="crfm-bench models (3D)")
-    for col in ("name", "family", "params", "reference", "trainable", "dims", "description"):
+    p = load_params(params if params.is_file() else None, overrides or [])
+    names = list_models(pattern) if pattern else list_models()
+    configs = {}
+    for name in names:
+        mcfg = p.model_config_for(name)
+        configs[name] = (mcfg.size, mcfg.options)
+    table = model_table(spatial_dims=3, scale=scale or p.task.scale, configs=configs)
+    table = table[table["name"].isin(names)]
+    out = Table(title=f"crfm-bench models (3D, x{scale or p.task.scale})")
+    for col in (
+        "name", "size", "params", "tiny / base / paper", "residual", "loss",
+        "reference", "trainable", "description",
+    ):  # fmt: skip
         out.add_column(col, overflow="fold")
     for r in table.itertuples():
         out.add_row(
             r.name,
-            r.family,
+            r.size,
             f"{r.params:,}",
+            f"{r.params_tiny:,} / {r.params_base:,} / {r.params_paper:,}",
+            r.residual,
+            r.loss,
             "y" if r.needs_reference else "n",
             "y" if r.trainable else "n",
-            str(r.spatial_dims),
             r.description,
         )
     _console().print(out)

@@ -49,7 +49,7 @@ class LesionConfig(_Section):
 class SynthConfig(_Section):
     """The embedded dataset: subjects synthesised from the ICBM 2009a tissue maps (DATA.md)."""
 
-    n_subjects: Annotated[int, Field(ge=3)] = 16
+    n_subjects: Annotated[int, Field(ge=3)] = 16  # params.yaml: 23 (10 train, 3 val, 10 test)
     n_val: Annotated[int, Field(ge=1)] = 3
     n_test: Annotated[int, Field(ge=1)] = 3
     contrasts: list[SynthContrast] = Field(default_factory=lambda: list(SYNTH_CONTRASTS))
@@ -154,17 +154,31 @@ class TaskConfig(_Section):
         return self
 
 
-class BenchmarkConfig(_Section):
-    """What ``crfm-bench run`` does by default."""
+#: The default benchmark (issue 9): crfm, a published reference-guided baseline (minet), the
+#: reference-free control of equal capacity (crfm-noref), a reference-free baseline (edsr),
+#: interpolation, and zero-filling (k-space tasks only: dropped on image-domain tasks).
+DEFAULT_MODELS = ("crfm", "minet", "crfm-noref", "edsr", "tricubic", "zerofill")
 
-    models: list[str] = Field(default_factory=lambda: ["crfm", "edsr", "tricubic"])
+
+class BenchmarkConfig(_Section):
+    """What ``crfm-bench run`` does by default.
+
+    ``residual``: the global residual of every learned model (``tricubic``: the interpolated
+    LR input is added to the network's output; ``none``: the network predicts the whole
+    image). One switch for all of them, so no model wins by a skip the others lack;
+    ``models.<name>.options.residual`` overrides it for one model.
+    """
+
+    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS))
+    residual: Literal["tricubic", "none"] = "tricubic"
     experiment: str | None = None  # default: derived from the dataset and task
 
 
 class ModelConfig(_Section):
     """Per-model settings; unset values fall back to ``train``."""
 
-    size: Literal["tiny", "base"] = "tiny"
+    # tiny | base: capacity-matched to crfm (+-10 %); paper: the published configuration
+    size: Literal["tiny", "base", "paper"] = "tiny"
     lr: PositiveFloat | None = None
     epochs: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1)] | None = None
@@ -277,8 +291,27 @@ class Params(_Section):
     tune: TuneConfig = Field(default_factory=TuneConfig)
 
     def model_config_for(self, name: str) -> ModelConfig:
-        """Settings of model ``name`` (defaults when ``models`` does not list it)."""
-        return self.models.get(name, ModelConfig())
+        """Effective settings of model ``name`` (defaults when ``models`` does not list it).
+
+        For a learned model, ``options.residual`` is filled in from ``benchmark.residual``
+        unless ``models.<name>.options.residual`` sets it; so the residual reaches every place
+        that builds the model from its options, and the run key that hashes them.
+        Training-free and unknown models are returned as configured.
+        """
+        cfg = self.models.get(name, ModelConfig())
+        if "residual" in cfg.options or not _is_learned(name):
+            return cfg
+        return cfg.model_copy(
+            update={"options": {**cfg.options, "residual": self.benchmark.residual}}
+        )
+
+
+def _is_learned(name: str) -> bool:
+    """Whether the registry knows ``name`` as a trainable model (imported lazily: the schema
+    itself does not depend on the model zoo)."""
+    from crfm_bench.models import list_models, model_info
+
+    return name in list_models() and model_info(name).trainable
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:

@@ -101,7 +101,8 @@ def test_model_table_has_one_row_per_model() -> None:
     table = model_table(spatial_dims=2, scale=2)
     assert isinstance(table, pd.DataFrame)
     assert list(table.columns) == [
-        "name", "family", "params", "needs_reference", "trainable", "spatial_dims", "description"
+        "name", "family", "size", "params", "params_tiny", "params_base", "params_paper",
+        "residual", "loss", "needs_reference", "trainable", "spatial_dims", "description",
     ]  # fmt: skip
     assert set(table["name"]) == EXPECTED
     row = table.set_index("name").loc["edsr"]

@@ -1,4 +1,11 @@
-"""Full-volume evaluation on the test split, per the metric contract (METRICS.md)."""
+"""Full-volume evaluation on the test split, per the metric contract (METRICS.md).
+
+Learned models predict through the sliding window (:mod:`crfm_bench.engine.inference`),
+which bounds memory. Training-free models (``trainable = False``: zerofill, tricubic,
+trilinear) run once on the whole LR volume: they have no memory problem, and a window would
+change what they compute (zero-filling a window Fourier-transforms that window alone, so it
+wraps around and loses 2 dB or more against zero-filling the whole volume; issue 9).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,47 @@ from crfm_bench.metrics import evaluate_volume
 from crfm_bench.scale import parse_scale
 
 
+@torch.no_grad()
+def whole_volume_sr(
+    model: torch.nn.Module,
+    lr: np.ndarray,
+    ref: np.ndarray | None,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """One forward pass of ``model`` on the whole LR volume ``(X, Y, Z)``; ``ref`` on the HR
+    grid or None. Returns the prediction on the HR grid as float32 ``(X*s, Y*s, Z*s)``."""
+    x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))[None, None].to(device)
+    r = None
+    if ref is not None:
+        r = torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32))[None, None].to(device)
+    return model(x, r).float().cpu()[0, 0].numpy()
+
+
+def predict_volume(
+    model: torch.nn.Module,
+    lr: np.ndarray,
+    ref: np.ndarray | None,
+    params: Params,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """The benchmark's prediction of one normalised LR volume: the whole volume at once for
+    a training-free model, else the sliding window of ``params.eval``."""
+    if not getattr(model, "trainable", True):
+        return whole_volume_sr(model, lr, ref, device)
+    e = params.eval
+    return sliding_window_sr(
+        model,
+        lr,
+        ref,
+        parse_scale(params.task.scale, what="task.scale"),
+        window=e.window,
+        overlap=e.overlap,
+        blend=e.blend,
+        batch_size=e.batch_size,
+        device=device,
+    )
+
+
 def evaluate_cases(
     model: torch.nn.Module,
     name: str,
@@ -27,7 +75,8 @@ def evaluate_cases(
 ) -> pd.DataFrame:
     """Per-subject metrics of ``model`` on ``cases`` (one row per subject).
 
-    Each prediction is made on normalised intensities by a sliding window, brought back to
+    Each prediction is made on normalised intensities (:func:`predict_volume`: a sliding
+    window, or the whole volume for a training-free model), brought back to
     the subject's intensity scale, and scored against the HR volume by
     :func:`crfm_bench.metrics.evaluate_volume`. With ``out_dir``, predictions are written
     as NIfTI on the HR grid with the HR affine (``eval.save_predictions``) and the first
@@ -42,17 +91,7 @@ def evaluate_cases(
     rows = []
     for i, case in enumerate(cases):
         t0 = time.perf_counter()
-        sr_n = sliding_window_sr(
-            model,
-            case.lr,
-            case.ref if needs_ref else None,
-            scale,
-            window=e.window,
-            overlap=e.overlap,
-            blend=e.blend,
-            batch_size=e.batch_size,
-            device=device,
-        )
+        sr_n = predict_volume(model, case.lr, case.ref if needs_ref else None, params, device)
         seconds = time.perf_counter() - t0
         sr = (sr_n * case.divisor).astype(np.float32)
         hr = (case.hr * case.divisor).astype(np.float32)

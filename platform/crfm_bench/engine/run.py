@@ -53,12 +53,14 @@ class Setting:
 
 
 def validate_models(names: list[str], params: Params) -> list[str]:
-    """Known model names, each once; reference models only with ``task.reference`` set.
+    """Known model names, each once; reference models only with ``task.reference`` set, and
+    models meant for one degradation domain (zerofill: k-space) only on a task of that domain.
 
     Each model is built once with its configured size and options, so a bad option is
     reported before any data, tracking or training work starts.
     """
     from crfm_bench.models import create_model, list_models, model_info
+    from crfm_bench.models.registry import applicable_models
     from crfm_bench.scale import parse_scale
 
     scale = parse_scale(params.task.scale, what="task.scale")
@@ -75,6 +77,11 @@ def validate_models(names: list[str], params: Params) -> list[str]:
             raise InputError(
                 f"--models: model '{name}' needs a reference contrast; set task.reference "
                 "(e.g. -S task.reference=PDw)"
+            )
+        if not applicable_models([name], params.task.domain)[0]:
+            raise InputError(
+                f"--models: model '{name}' is a baseline of {'/'.join(model_info(name).domains)} "
+                f"degradations only; task.domain is {params.task.domain}"
             )
         mcfg = params.model_config_for(name)
         create_model(name, spatial_dims=3, scale=scale, size=mcfg.size, **mcfg.options)
@@ -418,9 +425,18 @@ def run_benchmark(
 
     from crfm_bench.engine.cluster import check_worker_group_fits
     from crfm_bench.models import model_info
+    from crfm_bench.models.registry import applicable_models
 
     console = console or Console()
-    names = validate_models(models or params.benchmark.models, params)
+    requested = models
+    if not requested:  # benchmark.models: a model not meant for the task's domain is dropped
+        requested, dropped = applicable_models(params.benchmark.models, params.task.domain)
+        if dropped:
+            console.print(
+                f"note: {', '.join(dropped)} left out of benchmark.models "
+                f"(not a baseline of task.domain {params.task.domain})"
+            )
+    names = validate_models(requested, params)
     if any(model_info(n).trainable for n in names):
         check_worker_group_fits(params, address)
     bench = BenchmarkRun(params, force, address, console)

@@ -97,6 +97,10 @@ class SRModel(nn.Module):
         """Training loss (mean absolute error; models may add terms)."""
         return F.l1_loss(sr, hr)
 
+    def loss_description(self) -> str:
+        """The loss of :meth:`loss` in words (a subclass that changes the loss says so here)."""
+        return "L1"
+
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

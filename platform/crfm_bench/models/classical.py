@@ -17,7 +17,7 @@ from crfm_bench.models.base import SRModel
 from crfm_bench.models.interpolate import Mode, origin_aligned_upsample
 from crfm_bench.models.registry import register_model, resolve_options
 
-_NO_OPTIONS: dict[str, dict[str, Any]] = {"tiny": {}, "base": {}}
+_NO_OPTIONS: dict[str, dict[str, Any]] = {"tiny": {}, "base": {}, "paper": {}}
 
 
 class Interpolation(SRModel):
@@ -81,6 +81,7 @@ def tricubic(spatial_dims: int, scale: tuple[int, ...], size: str, **overrides: 
     trainable=False,
     description="zero-filled k-space interpolation (magnitude); ideal for k-space degradations",
     citation="Bernstein et al., JMRI 14(3) 2001",
+    domains=("kspace",),
 )
 def zerofill(spatial_dims: int, scale: tuple[int, ...], size: str, **overrides: Any) -> SRModel:
     resolve_options("zerofill", _NO_OPTIONS, size, overrides)

@@ -9,8 +9,10 @@ conv with a short skip; a long skip around the groups; sub-pixel upsampling; tai
 Channel attention: global average pool -> 1x1 conv (C/r) -> ReLU -> 1x1 conv (C) -> sigmoid,
 multiplied onto the features. 2D and 3D, a scale per axis.
 
-Sizes: ``tiny`` (16 feats, 2 groups x 2 blocks, r = 2); ``base`` is the paper's network
-(64 feats, 10 groups x 20 blocks, r = 16).
+Sizes (3D, x2 / 1x1x4 parameters): ``tiny`` (16 feats, 3 groups x 2 blocks, r = 2: 168.8k /
+141.1k) and ``base`` (64 feats, 10 groups x 7 blocks, r = 16: 17.64 M / 17.20 M) are
+capacity-matched to crfm (within +-10 %); ``paper`` is the paper's network (64 feats,
+10 groups x 20 blocks, r = 16: 46.5 M / 46.0 M in 3D).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from crfm_bench.models.registry import register_model, resolve_options
 from crfm_bench.models.subpixel import SubPixelUpsampler
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"n_feats": 16, "n_groups": 2, "n_blocks": 2, "reduction": 2},
-    "base": {"n_feats": 64, "n_groups": 10, "n_blocks": 20, "reduction": 16},
+    "tiny": {"n_feats": 16, "n_groups": 3, "n_blocks": 2, "reduction": 2},
+    "base": {"n_feats": 64, "n_groups": 10, "n_blocks": 7, "reduction": 16},
+    "paper": {"n_feats": 64, "n_groups": 10, "n_blocks": 20, "reduction": 16},
 }
 
 

@@ -7,9 +7,19 @@ A variant is registered with :func:`register_model` on a factory
                     description="...", citation="Lim et al., CVPR-W 2017")
     def edsr(spatial_dims, scale, size, **overrides): ...
 
-Families declare their size presets (``"tiny"`` trains in minutes on 2 CPU cores; ``"base"``
-is paper scale) as plain dicts and resolve user overrides with :func:`resolve_options`, so an
-unknown or ill-typed key fails with one line naming it.
+Families declare their size presets as plain dicts and resolve user overrides with
+:func:`resolve_options`, so an unknown or ill-typed key fails with one line naming it. Sizes
+(:data:`SIZES`, CRFM.md "Sizes of the baselines"):
+
+* ``"tiny"`` (trains in minutes on 2 CPU cores) and ``"base"`` (GPU scale) are
+  *capacity-matched*: every learned model lies within +-10 % of crfm's parameter count of the
+  same size in the default setting (3D, x2; also 3D 1x1x4), so "which architecture is better"
+  is asked at equal capacity;
+* ``"paper"`` is the configuration its authors published (EDSR-baseline 16x64, RCAN 10x20x64,
+  MINet as released). A family without a published configuration of its own (crfm and its
+  ablations, edsr-fmp, the training-free ones) has no ``paper`` preset, and ``paper`` falls
+  back to its ``base`` preset (:func:`resolve_options`, documented per model by
+  :func:`model_card`'s ``preset`` field).
 """
 
 from __future__ import annotations
@@ -26,7 +36,10 @@ from crfm_bench.models.base import SRModel
 from crfm_bench.models.conv import check_spatial_dims
 from crfm_bench.scale import parse_scale
 
-SIZES = ("tiny", "base")
+SIZES = ("tiny", "base", "paper")
+
+#: A family without a ``paper`` preset is built from this one for ``size="paper"``.
+PAPER_FALLBACK = "base"
 
 # The benchmark-wide global residual of every learned model (one default for all of them;
 # ``residual`` is a common option: ``create_model("edsr", residual="none")``).
@@ -46,6 +59,7 @@ class ModelInfo:
     description: str
     citation: str
     factory: Factory
+    domains: tuple[str, ...] | None = None  # degradation domains it is meant for (None: all)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -59,14 +73,19 @@ def register_model(
     trainable: bool,
     description: str,
     citation: str,
+    domains: tuple[str, ...] | None = None,
 ) -> Callable[[Factory], Factory]:
-    """Decorator registering a factory under ``name`` (a name may be registered once)."""
+    """Decorator registering a factory under ``name`` (a name may be registered once).
+
+    ``domains``: the degradation domains (``"kspace"``, ``"image"``) the model is a baseline
+    for, e.g. ``("kspace",)`` for zero-filling; None (the default) for every domain.
+    """
 
     def decorate(fn: Factory) -> Factory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelInfo(
-            name, family, needs_reference, trainable, description, citation, fn
+            name, family, needs_reference, trainable, description, citation, fn, domains
         )
         return fn
 
@@ -96,7 +115,8 @@ def create_model(
     """Build the variant ``name`` for ``spatial_dims`` (2 or 3) and an integer ``scale``.
 
     ``scale``: anything :func:`crfm_bench.scale.parse_scale` accepts (``2``, ``"1x1x4"``,
-    ``(1, 1, 4)``). ``size``: ``"tiny"`` or ``"base"``. ``overrides``: family options such as
+    ``(1, 1, 4)``). ``size``: one of :data:`SIZES` (``"paper"`` falls back to ``"base"`` for a
+    family without a published configuration). ``overrides``: family options such as
     ``n_feats=32`` (InputError naming the key if unknown or of the wrong type), and for
     learned models ``residual`` (``"tricubic"``, the default :data:`DEFAULT_RESIDUAL`, or
     ``"none"``). Training-free models have no residual.
@@ -122,10 +142,12 @@ def resolve_options(
 ) -> dict[str, Any]:
     """Merge ``overrides`` into the preset of ``size`` after checking keys and types.
 
-    Integers must be >= 1 and floats >= 0 (a float option accepts an int); booleans must be
+    ``size="paper"`` uses the ``"base"`` preset when ``presets`` has no ``"paper"`` entry (a
+    family without a published configuration: crfm is a reconstruction whose ``base`` is
+    its paper scale); any other size missing from ``presets`` is an InputError. Integers must be >= 1 and floats >= 0 (a float option accepts an int); booleans must be
     booleans. Raises InputError naming the model and the key.
     """
-    options = dict(presets[size])
+    options = dict(presets[preset_name(presets, size, name)])
     for key, value in overrides.items():
         if key not in options:
             allowed = ", ".join(sorted(options)) or "none"
@@ -148,31 +170,120 @@ def resolve_options(
     return options
 
 
-def model_table(spatial_dims: int = 3, scale: object = 2) -> pd.DataFrame:
-    """One row per registered variant (default ``tiny`` size): name, family, params,
-    needs_reference, trainable, spatial_dims, description (with its citation)."""
+def preset_name(presets: Mapping[str, Mapping[str, Any]], size: str, name: str = "?") -> str:
+    """The preset ``size`` resolves to: itself, or :data:`PAPER_FALLBACK` for a missing
+    ``paper``; InputError naming the model otherwise."""
+    if size in presets:
+        return size
+    if size == "paper" and PAPER_FALLBACK in presets:
+        return PAPER_FALLBACK
+    known = ", ".join(presets)
+    raise InputError(f"model '{name}': size {size!r} has no preset (known: {known})")
+
+
+def applicable_models(names: list[str], domain: str) -> tuple[list[str], list[str]]:
+    """Split ``names`` into (meant for the degradation ``domain``, not meant for it).
+
+    A model registered with ``domains`` (zerofill: ``("kspace",)``, the ideal interpolator of
+    k-space truncation and no natural baseline of image-domain blur + decimation) is
+    applicable only to those domains; unknown names are kept (validated elsewhere).
+    """
+    kept, dropped = [], []
+    for name in names:
+        info = _REGISTRY.get(name)
+        ok = info is None or info.domains is None or domain in info.domains
+        (kept if ok else dropped).append(name)
+    return kept, dropped
+
+
+def loss_description(model: SRModel) -> str:
+    """The training loss of ``model`` in words: ``"-"`` for a training-free model,
+    :meth:`SRModel.loss_description` if the model's class describes its loss, else (a class
+    that overrides :meth:`SRModel.loss` only) the first line of its ``loss`` docstring without
+    a trailing parenthesis, ``lambda_grad`` replaced by the model's value."""
+    if not model.trainable:
+        return "-"
+    cls = type(model)
+    if cls.loss is SRModel.loss or cls.loss_description is not SRModel.loss_description:
+        return model.loss_description()
+    doc = (cls.loss.__doc__ or "custom loss").strip().splitlines()[0].replace("``", "")
+    doc = doc.split(" (")[0].rstrip(".")
+    lam = getattr(model, "lambda_grad", None)
+    return doc if lam is None else doc.replace("lambda_grad", f"{lam:g}")
+
+
+def model_card(
+    name: str,
+    spatial_dims: int = 3,
+    scale: object = 2,
+    size: str = "tiny",
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a reader needs next to a score: name, family, size, params, residual, loss,
+    reads_reference, trainable, and the parameter count of every size (``params_<size>``:
+    that size's preset with the same ``residual``, the other options left out)."""
+    info = model_info(name)
+    options = dict(options or {})
+    model = create_model(name, spatial_dims=spatial_dims, scale=scale, size=size, **options)
+    card: dict[str, Any] = {
+        "name": name,
+        "family": info.family,
+        "size": size,
+        "params": model.num_parameters(),
+        "residual": model.residual if info.trainable else "-",
+        "loss": loss_description(model),
+        "reads_reference": info.needs_reference,
+        "trainable": info.trainable,
+    }
+    common = {k: v for k, v in options.items() if k == "residual"}
+    for other in SIZES:
+        built = model if other == size else None
+        if built is None:
+            built = create_model(name, spatial_dims=spatial_dims, scale=scale, size=other, **common)
+        card[f"params_{other}"] = built.num_parameters()
+    return card
+
+
+#: Columns of :func:`model_table`, in order.
+TABLE_COLUMNS = [
+    "name",
+    "family",
+    "size",
+    "params",
+    "params_tiny",
+    "params_base",
+    "params_paper",
+    "residual",
+    "loss",
+    "needs_reference",
+    "trainable",
+    "spatial_dims",
+    "description",
+]
+
+
+def model_table(
+    spatial_dims: int = 3,
+    scale: object = 2,
+    configs: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
+) -> pd.DataFrame:
+    """One row per registered variant with :data:`TABLE_COLUMNS`.
+
+    ``configs`` maps a name to its ``(size, options)`` as the benchmark configures it (e.g.
+    ``residual`` from ``benchmark.residual``); unlisted names use ``tiny`` and the registry's
+    defaults. ``params`` is the count of the configured size, ``params_<size>`` of each size.
+    """
     rows = []
     for name in list_models():
         info = _REGISTRY[name]
-        model = create_model(name, spatial_dims=spatial_dims, scale=scale)
+        size, options = (configs or {}).get(name, ("tiny", {}))
+        card = model_card(name, spatial_dims, scale, size, options)
         rows.append(
             {
-                "name": name,
-                "family": info.family,
-                "params": model.num_parameters(),
-                "needs_reference": info.needs_reference,
-                "trainable": info.trainable,
+                **{k: v for k, v in card.items() if k != "reads_reference"},
+                "needs_reference": card["reads_reference"],
                 "spatial_dims": spatial_dims,
                 "description": f"{info.description} [{info.citation}]",
             }
         )
-    columns = [
-        "name",
-        "family",
-        "params",
-        "needs_reference",
-        "trainable",
-        "spatial_dims",
-        "description",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)

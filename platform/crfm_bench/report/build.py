@@ -164,6 +164,8 @@ SIGNIFICANCE_HEADER = [
     "95 % bootstrap CI",
     "Wilcoxon W",
     "p (two-sided)",
+    "p (Holm)",
+    "significant",
     "smallest possible p",
     "note",
 ]
@@ -189,8 +191,52 @@ def significance_rows(table: pd.DataFrame) -> list[list[str]]:
                 ci,
                 fmt_num(r["statistic"], ".1f"),
                 fmt_num(r["p_value"], ".3g"),
+                fmt_num(r["p_holm"], ".3g"),
+                "yes" if bool(r["significant"]) else "no",
                 fmt_num(r["p_floor"], ".3g"),
                 str(r["note"]),
+            ]
+        )
+    return rows
+
+
+MODELS_HEADER = [
+    "model",
+    "size",
+    "parameters",
+    "parameters at size paper",
+    "global residual",
+    "loss",
+    "reads the reference",
+]
+
+
+def model_rows(params: Params, results: list[ModelResult]) -> list[list[str]]:
+    """Per ranked model: size, parameters as run (``metrics.json``), parameters of the
+    published configuration, global residual, loss and whether it reads the reference.
+
+    Size, residual and loss are the model as ``params`` configures it (the run key ties a
+    result to that configuration); a ``residual``/``loss`` recorded in ``metrics.json`` wins.
+    """
+    from crfm_bench.models.registry import model_card
+
+    rows = []
+    for r in results:
+        mcfg = params.model_config_for(r.name)
+        try:
+            card = model_card(r.name, 3, params.task.scale, mcfg.size, mcfg.options)
+        except (InputError, KeyError):
+            card = {}
+        n = r.metrics.get("params", card.get("params"))
+        rows.append(
+            [
+                r.name,
+                mcfg.size,
+                fmt_num(n, ",.0f") if n is not None else "?",
+                fmt_num(card.get("params_paper"), ",.0f") if card else "?",
+                str(r.metrics.get("residual", card.get("residual", "?"))),
+                str(r.metrics.get("loss", card.get("loss", "?"))),
+                "yes" if card.get("reads_reference") else ("no" if card else "?"),
             ]
         )
     return rows
@@ -425,6 +471,15 @@ def build_report(params: Params, n_resamples: int = 10_000, seed: int = 0) -> Pa
         )
         + " All numbers are on the test split.",
     )
+    page.add(
+        "p",
+        f"Every learned model gets the same global residual (benchmark.residual = "
+        f"{params.benchmark.residual}, unless a model overrides it) and sizes `tiny`/`base` "
+        "are capacity-matched to crfm (within ±10 % parameters); `paper` is the published "
+        "configuration. Training-free models are evaluated on the whole LR volume in one pass, "
+        "learned ones by a sliding window.",
+    )
+    page.add("table", MODELS_HEADER, model_rows(params, ranked_sorted))
 
     page.add("h2", "Metric contract")
     page.add(
@@ -457,7 +512,10 @@ def build_report(params: Params, n_resamples: int = 10_000, seed: int = 0) -> Pa
         f"Best model {order[0]} against each other model, paired over test subjects: "
         "two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon; zero differences dropped) "
         "and a percentile bootstrap 95 % interval of the mean difference "
-        f"({n_resamples} resamples of subjects, seed {seed}). The smallest possible p is the "
+        f"({n_resamples} resamples of subjects, seed {seed}). p (Holm) corrects the p-values "
+        "of each metric for the number of models compared (Holm 1979, family-wise error "
+        f"{stats.ALPHA}); 'significant' means p (Holm) < {stats.ALPHA}. n is the number of "
+        "paired test subjects. The smallest possible p is the "
         "p-value these subjects would give if every difference had the same sign." + caveat,
     )
     if sig.empty:

@@ -21,6 +21,13 @@ subject :math:`i` let :math:`d_i = m_{best,i} - m_{other,i}` be the difference o
   mean of each resample, and report the :math:`(1-c)/2` and :math:`(1+c)/2` percentiles. With
   :math:`n` subjects there are only :math:`\binom{2n-1}{n}` distinct resamples (10 for
   :math:`n = 3`), so small-n intervals are coarse and optimistic.
+* **Holm correction** (Holm 1979, "A simple sequentially rejective multiple test procedure",
+  Scand. J. Statist. 6(2)): the best model is compared with :math:`m` others, so per metric
+  the :math:`m` Wilcoxon p-values are adjusted step-down: sorted ascending
+  :math:`p_{(1)} \le \dots \le p_{(m)}`, :math:`\tilde p_{(i)} = \max_{j \le i}
+  \min(1, (m - j + 1)\, p_{(j)})`. Rejecting where :math:`\tilde p < \alpha` controls the
+  family-wise error rate at :math:`\alpha` under any dependence between the comparisons.
+  Comparisons without a test (NaN p) are not counted in :math:`m`.
 
 All functions are pure: numbers in, numbers (or a pandas table) out.
 """
@@ -144,6 +151,25 @@ def bootstrap_mean_ci(
     return float(low), float(high)
 
 
+def holm_adjust(pvalues: np.ndarray | list[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values, in the order given; NaN stays NaN and is not counted.
+
+    ``holm_adjust([0.01, 0.04, 0.03]) -> [0.03, 0.06, 0.06]``.
+    """
+    p = np.asarray(pvalues, dtype=np.float64).ravel()
+    out = np.full(p.shape, np.nan)
+    valid = np.flatnonzero(np.isfinite(p))
+    if valid.size == 0:
+        return out
+    if ((p[valid] < 0) | (p[valid] > 1)).any():
+        raise InputError("Holm correction: p-values must lie in [0, 1]")
+    m = valid.size
+    order = valid[np.argsort(p[valid], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
 #: Columns of :func:`compare_to_best`'s table, in order.
 COLUMNS = (
     "metric",
@@ -157,6 +183,8 @@ COLUMNS = (
     "ci_high",
     "statistic",
     "p_value",
+    "p_holm",
+    "significant",
     "p_floor",
     "note",
 )
@@ -169,6 +197,7 @@ def compare_to_best(
     n_resamples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
+    alpha: float = ALPHA,
 ) -> pd.DataFrame:
     """Paired comparison of the best model with every other model, per metric.
 
@@ -178,8 +207,10 @@ def compare_to_best(
     on; pairs with a non-finite value (e.g. an infinite PSNR) are dropped and counted in
     ``note``. Returns one row per (metric, other model) with :data:`COLUMNS`: ``mean_diff`` is
     best minus model (positive: the best model is better for PSNR/SSIM), ``ci_low``/``ci_high``
-    its bootstrap interval, ``statistic``/``p_value`` the Wilcoxon test, ``p_floor`` the
-    smallest p these pairs could give. Fewer than two models give an empty table.
+    its bootstrap interval, ``statistic``/``p_value`` the Wilcoxon test, ``p_holm`` that p
+    Holm-adjusted across the other models (per metric, :func:`holm_adjust`), ``significant``
+    whether ``p_holm < alpha``, ``p_floor`` the smallest p these pairs could give. Fewer than
+    two models give an empty table.
     """
     missing = {"model", "subject", *metrics} - set(per_subject.columns)
     if missing:
@@ -221,8 +252,16 @@ def compare_to_best(
                     "ci_high": high,
                     "statistic": test.statistic,
                     "p_value": test.pvalue,
+                    "p_holm": float("nan"),
+                    "significant": False,
                     "p_floor": test.p_floor,
                     "note": note,
                 }
             )
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    for metric in metrics:
+        at = table.index[table["metric"] == metric]
+        table.loc[at, "p_holm"] = holm_adjust(table.loc[at, "p_value"].to_numpy(dtype=float))
+    table["p_holm"] = table["p_holm"].astype(float)
+    table["significant"] = (table["p_holm"] < alpha).astype(bool)
+    return table
