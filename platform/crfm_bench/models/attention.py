@@ -35,6 +35,7 @@ padding exactly), windows instead of global matching (memory), per-axis scales.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -43,7 +44,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from crfm_bench.models.conv import conv_nd
-from crfm_bench.models.subpixel import pixel_shuffle, pixel_unshuffle
 
 # CSNLN's softmax_scale: logits are 10 * <query, unit-norm key>.
 SOFTMAX_SCALE = 10.0
@@ -75,32 +75,58 @@ def shift_of(win: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
     return tuple((w // 2) // m * m for w, m in zip(win, multiple, strict=True))
 
 
-def partition_windows(x: torch.Tensor, window: Sequence[int], heads: int) -> torch.Tensor:
-    """(B, C, *S) with ``S_i = n_i * w_i`` -> (B, prod(n), heads, prod(w), C / heads)."""
+def partition_windows(
+    x: torch.Tensor, window: Sequence[int], heads: int, block: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Windows of ``block``-cells as tokens, in one copy.
+
+    (B, C, *S) with ``S_i = n_i * w_i * b_i`` -> (B, prod(n), heads, prod(w),
+    prod(b) * C / heads): ``n`` windows of ``w`` tokens per axis, each token the ``b``-cell
+    of ``C / heads`` channels, features ordered (offset in the cell, channel). ``block``
+    defaults to 1 (one voxel per token). Channels stay innermost (the channels-last order),
+    so the copy moves contiguous runs of channels, and with a channels-last ``x`` the
+    permutation before it is free; the space-to-depth of the values is fused into the
+    same copy.
+    """
     b, c, *size = x.shape
     nd = len(size)
+    block = tuple(block) if block is not None else (1,) * nd
     split: list[int] = []
-    for s, w in zip(size, window, strict=True):
-        split += [s // w, w]
-    x = x.reshape(b, heads, c // heads, *split)
-    n_axes = [3 + 2 * i for i in range(nd)]
-    w_axes = [4 + 2 * i for i in range(nd)]
-    x = x.permute(0, *n_axes, 1, *w_axes, 2)
-    n_windows = math.prod(s // w for s, w in zip(size, window, strict=True))
-    return x.reshape(b, n_windows, heads, math.prod(window), c // heads)
+    counts = []
+    for s, w, f in zip(size, window, block, strict=True):
+        counts.append(s // (w * f))
+        split += [counts[-1], w, f]
+    x = x.permute(0, *range(2, nd + 2), 1).reshape(b, *split, heads, c // heads)
+    n_axes = [1 + 3 * i for i in range(nd)]
+    w_axes = [2 + 3 * i for i in range(nd)]
+    f_axes = [3 + 3 * i for i in range(nd)]
+    x = x.permute(0, *n_axes, 3 * nd + 1, *w_axes, *f_axes, 3 * nd + 2)
+    return x.reshape(b, math.prod(counts), heads, math.prod(window), -1)
 
 
-def merge_windows(t: torch.Tensor, window: Sequence[int], size: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`partition_windows`: (B, nW, heads, prod(w), ch) -> (B, C, *size)."""
+def merge_windows(
+    t: torch.Tensor,
+    window: Sequence[int],
+    size: Sequence[int],
+    block: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Inverse of :func:`partition_windows`: (B, nW, heads, prod(w), prod(b) * ch) ->
+    (B, heads * ch, *size) with ``size = n * w * b``, returned in the channels-last memory
+    layout (a permuted view of one contiguous copy)."""
     nd = len(size)
-    batch, _, heads, _, ch = t.shape
-    counts = [s // w for s, w in zip(size, window, strict=True)]
-    t = t.reshape(batch, *counts, heads, *window, ch)
-    # axes: 0 batch, 1..nd counts, nd+1 heads, nd+2..2nd+1 window, 2nd+2 channels
-    perm = [0, nd + 1, 2 * nd + 2]
+    block = tuple(block) if block is not None else (1,) * nd
+    batch, _, heads, _, feat = t.shape
+    ch = feat // math.prod(block)
+    counts = [s // (w * f) for s, w, f in zip(size, window, block, strict=True)]
+    t = t.reshape(batch, *counts, heads, *window, *block, ch)
+    # axes: 0 batch, 1..nd counts, nd+1 heads, nd+2..2nd+1 window,
+    # 2nd+2..3nd+1 block offsets, 3nd+2 channels
+    perm = [0]
     for i in range(nd):
-        perm += [1 + i, nd + 2 + i]
-    return t.permute(perm).reshape(batch, heads * ch, *size)
+        perm += [1 + i, nd + 2 + i, 2 * nd + 2 + i]
+    perm += [nd + 1, 3 * nd + 2]
+    out = t.permute(perm).reshape(batch, *size, heads * ch)
+    return out.permute(0, nd + 1, *range(1, nd + 1))
 
 
 def _axis_labels(padded: int, valid: int, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +138,35 @@ def _axis_labels(padded: int, valid: int, shift: int) -> tuple[torch.Tensor, tor
 
 
 def window_mask(
+    padded_q: Sequence[int],
+    win_q: Sequence[int],
+    valid_k: Sequence[int],
+    ratio: Sequence[int],
+    shift: Sequence[int],
+) -> torch.Tensor | None:
+    """Additive attention mask of :func:`window_attention` (0 = may attend, ``-inf`` = may
+    not), or None if every key is allowed. Cached per geometry (it depends on shapes only);
+    the boolean form is :func:`window_mask_bool`."""
+    return _cached_mask(
+        *(tuple(int(n) for n in a) for a in (padded_q, win_q, valid_k, ratio, shift))
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_mask(
+    padded_q: tuple[int, ...],
+    win_q: tuple[int, ...],
+    valid_k: tuple[int, ...],
+    ratio: tuple[int, ...],
+    shift: tuple[int, ...],
+) -> torch.Tensor | None:
+    allowed = window_mask_bool(padded_q, win_q, valid_k, ratio, shift)
+    if allowed is None:
+        return None
+    return torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf"))
+
+
+def window_mask_bool(
     padded_q: Sequence[int],
     win_q: Sequence[int],
     valid_k: Sequence[int],
@@ -172,32 +227,42 @@ def window_attention(
     mask: torch.Tensor | None,
     scale: float,
     shift: Sequence[int] = (),
+    block: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Attention inside windows as one ``scaled_dot_product_attention`` call.
 
     ``q`` (B, E, *P) on a padded grid ``P`` (a multiple of ``win``); ``k`` (B, E, *P/ratio)
-    and ``v`` (B, Ev, *P/ratio) on the key grid (windows ``win / ratio``). ``mask`` from
-    :func:`window_mask`; ``shift`` (multiples of ``ratio``) rolls the grids before windowing
-    and the output back. Returns (B, Ev, *P).
+    on the key grid (windows ``win / ratio``); ``v`` (B, Cv, *(P/ratio * block)): each key
+    token's value is the ``block``-cell of ``v`` at its place (default 1 voxel). ``mask``
+    from :func:`window_mask`; ``shift`` (multiples of ``ratio``) rolls the grids before
+    windowing and the output back. Returns (B, Cv, *(P * block)): every query token
+    receives a ``block``-cell, so with ``block = s`` the output lies on the ``s``-times
+    finer grid.
     """
+    nd = q.ndim - 2
+    block = tuple(block) if block is not None else (1,) * nd
     size = tuple(q.shape[2:])
     win_k = tuple(w // r for w, r in zip(win, ratio, strict=True))
     dims = tuple(range(2, q.ndim))
-    if shift and any(shift):
+    shifted = bool(shift) and any(shift)
+    if shifted:
         shift_k = tuple(s // r for s, r in zip(shift, ratio, strict=True))
         q = torch.roll(q, tuple(-s for s in shift), dims)
         k = torch.roll(k, tuple(-s for s in shift_k), dims)
-        v = torch.roll(v, tuple(-s for s in shift_k), dims)
+        v = torch.roll(v, tuple(-s * b for s, b in zip(shift_k, block, strict=True)), dims)
+    if mask is not None:
+        mask = mask.to(device=q.device, dtype=mask.dtype if mask.dtype == torch.bool else q.dtype)
     out = F.scaled_dot_product_attention(
         partition_windows(q, win, heads),
         partition_windows(k, win_k, heads),
-        partition_windows(v, win_k, heads),
+        partition_windows(v, win_k, heads, block),
         attn_mask=mask,
         scale=scale,
     )
-    out = merge_windows(out, win, size)
-    if shift and any(shift):
-        out = torch.roll(out, tuple(shift), dims)
+    out_size = tuple(n * b for n, b in zip(size, block, strict=True))
+    out = merge_windows(out, win, out_size, block)
+    if shifted:
+        out = torch.roll(out, tuple(s * b for s, b in zip(shift, block, strict=True)), dims)
     return out
 
 
@@ -268,14 +333,12 @@ class CrossScaleAttention(nn.Module):
         mask = window_mask(padded, win, coarse_valid, self.scale, shifts or (0,) * len(size))
         q = _pad_to(self.match_q(x), padded)
         k = _unit_norm(self.match_k(masked_avg_pool(_pad_to(x, padded), size, self.scale)))
-        v = pixel_unshuffle(_pad_to(self.assembly(x), padded), self.scale)
-        if mask is not None:
-            mask = mask.to(x.device)
+        v = _pad_to(self.assembly(x), padded)  # values: s-cells of the LR-grid features
         out = window_attention(
-            q, k, v, win, self.scale, self.heads, mask, SOFTMAX_SCALE, shifts
-        )  # (B, C * prod(s), *padded)
-        out = out[(slice(None), slice(None), *(slice(0, n) for n in size))]
-        return pixel_shuffle(out, self.scale)
+            q, k, v, win, self.scale, self.heads, mask, SOFTMAX_SCALE, shifts, self.scale
+        )  # (B, C, *(padded * s))
+        hr = (n * s for n, s in zip(size, self.scale, strict=True))
+        return out[(slice(None), slice(None), *(slice(0, n) for n in hr))]
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, window={self.window}, heads={self.heads}"
@@ -285,9 +348,10 @@ class CrossModalityAttention(nn.Module):
     """Target-to-reference attention, windowed: ``x`` (B, C, *S), ``ref`` (B, C, *(S*s))
     -> (B, C, *(S * s)).
 
-    Queries ``match_q(x)`` on the LR grid; keys ``match_k(pixel_unshuffle(ref, s))``: each
-    LR position described by all HR reference voxels of its cell (nothing averaged away);
-    values ``pixel_unshuffle(assembly(ref), s)``: the full-resolution ``s``-block. The
+    Queries ``match_q(x)`` on the LR grid; keys ``match_k(ref)``, a 1x1 conv of
+    ``pixel_unshuffle(ref, s)`` (written as the equivalent strided conv): each LR position
+    described by all HR reference voxels of its cell (nothing averaged away); values
+    ``assembly(ref)`` taken as whole ``s``-cells: the full-resolution blocks. The
     output is the attended HR reference blocks on the HR grid.
     """
 
@@ -304,7 +368,10 @@ class CrossModalityAttention(nn.Module):
         self.scale, self.window, self.heads = tuple(scale), window, heads
         emb = max(heads, channels // reduction)
         self.match_q = _embed(spatial_dims, channels, emb)
-        self.match_k = _embed(spatial_dims, channels * math.prod(self.scale), emb)
+        # a 1x1 conv of the space-to-depth of the reference, written as the equivalent
+        # strided conv (kernel = stride = s): same weights, no copy
+        conv = {2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
+        self.match_k = nn.Sequential(conv(channels, emb, self.scale, stride=self.scale), nn.PReLU())
         self.assembly = _embed(spatial_dims, channels, channels)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor, shift: bool = False) -> torch.Tensor:
@@ -314,13 +381,14 @@ class CrossModalityAttention(nn.Module):
         shifts = shift_of(win, self.scale) if shift else ()
         mask = window_mask(padded, win, size, ones, shifts or (0,) * len(size))
         q = _pad_to(self.match_q(x), padded)
-        k = _pad_to(_unit_norm(self.match_k(pixel_unshuffle(ref, self.scale))), padded)
-        v = _pad_to(pixel_unshuffle(self.assembly(ref), self.scale), padded)
-        if mask is not None:
-            mask = mask.to(x.device)
-        out = window_attention(q, k, v, win, ones, self.heads, mask, SOFTMAX_SCALE, shifts)
-        out = out[(slice(None), slice(None), *(slice(0, n) for n in size))]
-        return pixel_shuffle(out, self.scale)
+        k = _pad_to(_unit_norm(self.match_k(ref)), padded)
+        hr_padded = tuple(p * s for p, s in zip(padded, self.scale, strict=True))
+        v = _pad_to(self.assembly(ref), hr_padded)  # values: the HR s-cells
+        out = window_attention(
+            q, k, v, win, ones, self.heads, mask, SOFTMAX_SCALE, shifts, self.scale
+        )
+        hr = (n * s for n, s in zip(size, self.scale, strict=True))
+        return out[(slice(None), slice(None), *(slice(0, n) for n in hr))]
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, window={self.window}, heads={self.heads}"
