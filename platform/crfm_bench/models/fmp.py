@@ -126,10 +126,6 @@ class FMP(nn.Module):
         self.error = PlainResBlock(spatial_dims, channels, channels)
         self.back_projection = BackProjection(spatial_dims, channels, self.scale, iterations)
         self.down_out = down_projection(spatial_dims, channels, self.scale)
-        # The trunk path starts as the identity (x + 0), the usual init of a residual
-        # branch in a deep trunk (as RCAN/EDSR scale theirs down); it trains from step one.
-        nn.init.zeros_(self.down_out[0].weight)
-        nn.init.zeros_(self.down_out[0].bias)
 
     def estimates(
         self, x: torch.Tensor, ref: torch.Tensor | None
