@@ -9,7 +9,8 @@ from crfm_bench.models import SRModel, create_model, list_models, model_info, mo
 
 EXPECTED = {
     "trilinear", "tricubic", "zerofill", "edsr", "rcan", "minet",
-    "crfm", "crfm-noref", "crfm-nograd", "crfm-nofmp", "edsr-fmp",
+    "crfm", "crfm-noref", "crfm-nograd", "crfm-nofmp", "crfm-fmp-xscale", "crfm-fmp-xmod",
+    "edsr-fmp",
 }  # fmt: skip
 
 

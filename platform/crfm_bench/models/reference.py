@@ -1,15 +1,13 @@
-r"""Reference encoder: HR reference features brought onto the LR grid without losing detail.
+r"""Reference encoder: two stems, one for the reference image and one for its gradients.
 
-The co-registered HR reference ``r`` (B, 1, *S) - and, for CRFM, its gradient magnitude
-``g`` (:func:`crfm_bench.models.gradient.gradient_magnitude`) - is folded onto the LR grid
-``S / scale`` by space-to-depth (pixel-unshuffle: every HR voxel of an LR cell becomes a
-channel, so nothing is averaged away), then two convolutions with a ReLU between give
-shared features, and a 1x1 head per output:
-
-* ``R``: reference features (B, C, *S/scale), keys/values of cross-modality attention
-  (only if ``with_features``);
-* ``G``: gradient features (B, C, *S/scale), injected into the trunk (only if
-  ``with_gradient``; ``g`` is then also an input plane).
+* ``R`` (only if ``with_features``): features of the co-registered HR reference image
+  ``r`` (B, 1, *S) alone, kept on the HR grid ``S`` (3x3 conv, PReLU, 1x1 conv), so the
+  cross-modality attention of FMP sees the reference's full-resolution detail;
+* ``G`` (only if ``with_gradient``): features of the gradient magnitude ``g`` of ``r``
+  alone (:func:`crfm_bench.models.gradient.gradient_magnitude`), folded onto the LR grid
+  ``S / scale`` by space-to-depth (pixel-unshuffle: every HR voxel of an LR cell becomes a
+  channel, nothing is averaged away), then conv, ReLU, conv. ``G`` carries gradients
+  only, no raw reference intensities; it is injected into the trunk.
 
 Part of the CRFM reconstruction (Wang et al. 2024, doi:10.1007/s10278-024-01139-1; see
 :mod:`crfm_bench.models.crfm`) and reused by plug-in variants such as ``edsr-fmp``.
@@ -29,8 +27,8 @@ from crfm_bench.models.subpixel import pixel_unshuffle
 
 
 class ReferenceEncoder(nn.Module):
-    """``forward(ref) -> (R, G)``; ``R`` is None unless ``with_features``, ``G`` unless
-    ``with_gradient``."""
+    """``forward(ref) -> (R, G)``: ``R`` (B, C, *S) on the HR grid, None unless
+    ``with_features``; ``G`` (B, C, *S/scale) on the LR grid, None unless ``with_gradient``."""
 
     def __init__(
         self,
@@ -44,19 +42,28 @@ class ReferenceEncoder(nn.Module):
         if not (with_gradient or with_features):
             raise ValueError("ReferenceEncoder needs with_gradient or with_features")
         self.scale = tuple(scale)
-        self.with_gradient = with_gradient
-        in_ch = (2 if with_gradient else 1) * math.prod(self.scale)
-        self.stem = nn.Sequential(
-            conv_nd(spatial_dims, in_ch, channels),
-            nn.ReLU(inplace=True),
-            conv_nd(spatial_dims, channels, channels),
+        self.image_stem = (
+            nn.Sequential(
+                conv_nd(spatial_dims, 1, channels),
+                nn.PReLU(),
+                conv_nd(spatial_dims, channels, channels, 1),
+            )
+            if with_features
+            else None
         )
-        self.ref_head = conv_nd(spatial_dims, channels, channels, 1) if with_features else None
-        self.grad_head = conv_nd(spatial_dims, channels, channels, 1) if with_gradient else None
+        self.gradient_stem = (
+            nn.Sequential(
+                conv_nd(spatial_dims, math.prod(self.scale), channels),
+                nn.ReLU(inplace=True),
+                conv_nd(spatial_dims, channels, channels),
+            )
+            if with_gradient
+            else None
+        )
 
     def forward(self, ref: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        planes = torch.cat([ref, gradient_magnitude(ref)], 1) if self.with_gradient else ref
-        f = self.stem(pixel_unshuffle(planes, self.scale))
-        grad = self.grad_head(f) if self.grad_head is not None else None
-        feats = self.ref_head(f) if self.ref_head is not None else None
+        feats = self.image_stem(ref) if self.image_stem is not None else None
+        grad = None
+        if self.gradient_stem is not None:
+            grad = self.gradient_stem(pixel_unshuffle(gradient_magnitude(ref), self.scale))
         return feats, grad
