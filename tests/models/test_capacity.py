@@ -15,7 +15,7 @@ from crfm_bench.models.registry import SIZES, model_card, model_table
 
 # The baselines sized in this file's families. The crfm ablations and edsr-fmp are sized by
 # the crfm/FMP family (they keep crfm's count by construction): add them here once they do.
-MATCHED = ("edsr", "rcan", "minet")
+MATCHED = ("edsr", "rcan", "minet", "edsr-fmp")
 TOLERANCE = 0.10
 
 

@@ -48,7 +48,9 @@ def test_overfits_one_tiny_batch(name: str, dims: int, smooth_volume, decimate) 
     hr = smooth_volume((2, 1, *([16] * dims)), seed=1)
     ref = smooth_volume((2, 1, *([16] * dims)), seed=2)
     lr = decimate(hr, scale)
-    model = create_model(name, spatial_dims=dims, scale=scale)
+    # no global residual: the network itself must fit the image (with the tricubic skip the
+    # first loss is already small, and a ratio to it says little)
+    model = create_model(name, spatial_dims=dims, scale=scale, residual="none")
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(60):

@@ -20,12 +20,14 @@ def test_every_model_of_the_brief_is_registered() -> None:
 
 
 def test_list_models_filters_by_shell_pattern() -> None:
-    assert list_models("crfm*") == ["crfm", "crfm-nofmp", "crfm-nograd", "crfm-noref"]
+    assert list_models("crfm*") == [
+        "crfm", "crfm-fmp-xmod", "crfm-fmp-xscale", "crfm-nofmp", "crfm-nograd", "crfm-noref"
+    ]  # fmt: skip
     assert list_models("nothing*") == []
 
 
 def test_unknown_model_is_an_input_error_listing_known_names() -> None:
-    with pytest.raises(InputError, match=r"model 'foo': unknown model; known: crfm, crfm-nofmp"):
+    with pytest.raises(InputError, match=r"model 'foo': unknown model; known: crfm, crfm-fmp-xmod"):
         create_model("foo")
     with pytest.raises(InputError, match="unknown model"):
         model_info("foo")
