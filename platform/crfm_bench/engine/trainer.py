@@ -27,6 +27,7 @@ def fit_model(
     pid_dir: Path | None = None,
     callbacks: list | None = None,
     storage: str | None = None,
+    seed: int | None = None,
 ):
     """Train ``model`` on Ray Train; return the ``ray.train.Result``.
 
@@ -35,7 +36,8 @@ def fit_model(
     resumes from the last checkpoint (Ray restores the run's checkpoint manager), as does a
     worker group restarted after a failure (``FailureConfig.max_failures``).
     ``callbacks`` are extra Ray Train ``UserCallback``s (a Tune trial passes its
-    ``TuneReportCallback``); ``storage`` overrides :func:`storage_path`.
+    ``TuneReportCallback``, ``crfm-bench run`` its progress display); ``storage`` overrides
+    :func:`storage_path`; ``seed`` is the training seed (default ``train.seed``).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -60,6 +62,7 @@ def fit_model(
             "overrides": overrides or {},
             "epochs": epochs,
             "pid_dir": str(pid_dir) if pid_dir else None,
+            "seed": seed,
         },
         scaling_config=ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
