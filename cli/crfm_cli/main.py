@@ -254,7 +254,8 @@ def run(
         console.print(render(result.board, title=result.title))
         console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
     if result.report is not None:
-        console.print(f"report: {result.report} (and {result.report.with_suffix('.md')})")
+        path = result.report.resolve()
+        console.print(f"report: {path} (and {path.with_suffix('.md').name})", soft_wrap=True)
     uri = tracking_uri(p.tracking)
     console.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/bold]")
 

@@ -76,7 +76,7 @@ def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlfl
     # the run leaves its report and says where
     assert (project.dir / "reports" / "index.html").is_file()
     assert (project.dir / "reports" / "index.md").is_file()
-    assert f"report: {project.dir / 'reports' / 'index.html'}" in res.stdout.replace("\n", "")
+    assert f"report: {(project.dir / 'reports' / 'index.html').resolve()}" in res.stdout
 
     board = pd.read_csv(project.dir / "reports" / "leaderboard.csv")
     assert sorted(board["model"]) == ["crfm", "edsr", "tricubic"]

@@ -30,6 +30,7 @@ The leaderboard and the report are not made here (the engine does not import the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -134,14 +135,15 @@ def open_setting(params: Params, build_data: bool = True) -> Setting:
     """
     from crfm_bench.metrics import metric_spec, metric_spec_hash
 
+    hr = params.paths.data_dir / "hr" / "manifest.csv"
+    lr = lr_dir(params) / "manifest.csv"
+    if not build_data:  # before touching the tracking store: nothing is written
+        for manifest in (hr, lr):
+            if not manifest.is_file():
+                raise MissingInputError(f"{manifest}: not found (crfm-bench run builds it)")
     client = setup_tracking(params.tracking)
     if build_data:
         ensure_data(params)
-    hr = params.paths.data_dir / "hr" / "manifest.csv"
-    lr = lr_dir(params) / "manifest.csv"
-    for manifest in (hr, lr):
-        if not manifest.is_file():
-            raise MissingInputError(f"{manifest}: not found (crfm-bench run builds it)")
     version = manifest_version(hr)
     name = experiment_name(params, version)
     if build_data:
@@ -664,6 +666,8 @@ class BenchmarkRun:
                 self.client.log_artifacts(run_id, str(out))
             self.client.set_terminated(run_id, "FINISHED")
             shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                staging.parent.rmdir()  # runs/seeds, once no model stages there
             psnr_std = metrics.get("test_psnr_std", float("nan"))
             self.console.print(
                 f"[green]{name}[/green]: {len(seeds)} seeds, PSNR "
