@@ -141,7 +141,7 @@ def test_seeds_nest_per_seed_runs_and_reuse_the_single_seed_run(project, mlflow_
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("reused") == 1  # seed 1 is the single-seed run: not retrained
     assert [
-        ln.split()[3] for ln in res.stdout.splitlines() if ln.startswith("edsr (seed 1): epoch")
+        ln.split()[4] for ln in res.stdout.splitlines() if ln.startswith("edsr (seed 1): epoch")
     ] == ["1/2", "2/2"]
 
     out = project.dir / "runs" / "models" / "edsr"
