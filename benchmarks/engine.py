@@ -6,15 +6,15 @@
 A small real dataset is synthesised in a temporary folder (``synthesize_dataset``: 6
 subjects, T2w target and PDw reference, 3 mm; 4 mm with ``--quick``), degraded
 (``degrade_dataset``: k-space, x2) and read with ``load_cases``. Then, for ``edsr`` and
-``crfm`` (``create_model(name, 3, 2)``, size tiny; ``--models`` to choose):
+``crfm`` (``build_model``: size tiny; ``--models`` to choose):
 
-1. **Ray Train against a plain PyTorch loop.** ``fit_model`` (Ray Train V2
-   ``TorchTrainer``, 1 worker with ``--threads`` CPUs, the real loop of
-   :mod:`crfm_bench.engine.loop`: per-epoch validation, report and checkpoint) against a
-   plain loop in a fresh process (``multiprocessing`` spawn) doing the same work without
-   Ray: the same model and seed, the same ``PatchDataset`` patches, batch size, number of
-   steps, learning-rate schedule, gradient clipping, per-epoch validation and torch threads,
-   no checkpoints. Four epochs, with the step count calibrated so that the plain training
+1. **Ray Train against the same loop without Ray.** ``fit_model`` (Ray Train V2
+   ``TorchTrainer``, 1 worker with ``--threads`` CPUs, the loop of
+   :mod:`crfm_bench.engine.loop` in a ``TrainSession``: per-epoch validation, report and
+   checkpoint) against that very loop in a ``LocalSession`` in a fresh process
+   (``multiprocessing`` spawn): the same model and seed, the same ``PatchDataset`` patches,
+   batch size, number of steps, learning-rate schedule, gradient clipping, per-epoch
+   validation and torch threads, no checkpoint written. Four epochs, with the step count calibrated so that the plain training
    takes about ``--seconds`` (default 40 s; 2 to 200 steps per epoch), batch 4, 32^3 HR
    patches, 2 validation patches; ``--quick``: 2 epochs of 2 steps on 16^3 patches, batch
    2 (a smoke run, not a measurement). Reported:
@@ -43,6 +43,10 @@ subjects, T2w target and PDw reference, 3 mm; 4 mm with ``--quick``), degraded
    the PSNR of the sliding result against the single pass (data range 1 after the
    loader's normalisation; a random-weight model, so only agreement is measured).
 
+3. **Adam implementations.** ms per ``train_step`` (and per optimiser ``step()`` alone) with
+   a fused, a foreach and a single-tensor Adam on the same batches, interleaved; ratios to
+   foreach. ``crfm_bench.engine.step.ADAM_IMPL`` keeps the faster one.
+
 Machine facts (cores, torch threads, load average at start and end) are printed with the
 tables; the machine may be shared, so compare ratios, not seconds.
 """
@@ -65,10 +69,11 @@ import numpy as np
 import torch
 
 from crfm_bench.config import Params, load_params
+from crfm_bench.engine.build import build_model
 from crfm_bench.engine.data import Case, PatchDataset, load_cases
-from crfm_bench.engine.loop import lr_at, psnr_batch
-from crfm_bench.models import create_model
-from crfm_bench.scale import parse_scale
+from crfm_bench.engine.loop import train_loop
+from crfm_bench.engine.session import LocalSession
+from crfm_bench.engine.step import make_optimizer, train_step
 
 MODELS = ("edsr", "crfm")
 QUICK_STEPS = 2  # steps per epoch of a --quick run
@@ -116,10 +121,9 @@ def make_data(params: Params) -> dict[str, list[Case]]:
 
 def _batches(params: Params, cases: list[Case], steps: int, epoch: int):
     t = params.train
-    scale = parse_scale(params.task.scale)
     dataset = PatchDataset(
         cases,
-        scale,
+        params.task.factors,
         t.patch_size,
         length=steps * t.batch_size,
         seed=t.seed,
@@ -131,65 +135,30 @@ def _batches(params: Params, cases: list[Case], steps: int, epoch: int):
     )
 
 
-def _train_step(model, opt, batch: dict[str, torch.Tensor], lr: float, clip: float) -> float:
-    for g in opt.param_groups:
-        g["lr"] = lr
-    ref = batch["ref"] if model.needs_reference else None
-    loss = model.loss(model(batch["lr"], ref).float(), batch["hr"])
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    opt.step()
-    return float(loss.detach())
-
-
 def plain_fit(
     params_dict: dict, name: str, train: list[Case], val: list[Case], steps: int
 ) -> dict[str, Any]:
-    """The plain single-process loop: the engine loop's work on the same patches, without Ray.
-
-    ``steps`` per epoch, ``params.train.epochs`` epochs; returns seconds and losses.
-    """
+    """The engine's own loop (:func:`~crfm_bench.engine.loop.train_loop`) in a
+    :class:`~crfm_bench.engine.session.LocalSession`: the same work as the Ray worker, without
+    Ray and without writing checkpoints. ``steps`` per epoch, ``params.train.epochs`` epochs;
+    returns seconds and losses."""
     t_loop = time.perf_counter()
     cpu_loop = time.process_time()
     params = Params.model_validate(params_dict)
-    t = params.train
-    torch.set_num_threads(t.cpus_per_worker)
-    torch.manual_seed(t.seed)
-    model = create_model(name, 3, 2, size=params.model_config_for(name).size)
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    scale = parse_scale(params.task.scale)
-    val_set = PatchDataset(val, scale, t.patch_size, t.val_patches, seed=t.seed + 1)
-    val_batches = [val_set[i] for i in range(len(val_set))]
-    total = t.epochs * steps
-    step = 0
-    train_seconds = []
-    losses: list[float] = []
-    psnrs: list[float] = []
-    for epoch in range(t.epochs):
-        loader = _batches(params, train, steps, epoch)
-        model.train()
-        t0 = time.perf_counter()
-        losses = []
-        for batch in loader:
-            losses.append(_train_step(model, opt, batch, lr_at(step, total, t.lr), t.grad_clip))
-            step += 1
-        train_seconds.append(time.perf_counter() - t0)
-        model.eval()
-        with torch.no_grad():
-            psnrs = []
-            for b in val_batches:
-                ref = b["ref"][None] if model.needs_reference else None
-                psnrs.append(psnr_batch(model(b["lr"][None], ref), b["hr"][None]))
+    params.train.steps_per_epoch = steps
+    session = LocalSession()
+    train_loop(
+        {"params": params.model_dump(mode="json"), "model": name, "cases": (train, val)}, session
+    )
+    reports = session.reports
     return {
-        "steps": step,
-        "train_seconds": sum(train_seconds),
-        "epoch_seconds": train_seconds,
+        "steps": int(reports[-1]["step"]),
+        "train_seconds": sum(r["epoch_seconds"] for r in reports),
+        "epoch_seconds": [r["epoch_seconds"] for r in reports],
         "loop_seconds": time.perf_counter() - t_loop,
         "loop_cpu_seconds": time.process_time() - cpu_loop,
-        "train_loss": float(np.mean(losses)),
-        "val_psnr": float(np.mean(psnrs)),
+        "train_loss": float(reports[-1]["train_loss"]),
+        "val_psnr": float(reports[-1]["val_psnr"]),
         "threads": torch.get_num_threads(),
     }
 
@@ -225,24 +194,66 @@ def calibrate_steps(
 ) -> int:
     """Steps per epoch (2 to ``max_steps``) so that plain training lasts about ``target_seconds``.
 
-    One warm-up step, then steps are timed until 2 are done and 1 s has passed (at most 20),
-    so a single slow or fast step on a shared machine does not decide the count.
+    One warm-up step, then steps (:func:`~crfm_bench.engine.step.train_step`) are timed until
+    2 are done and 1 s has passed (at most 20), so a single slow or fast step on a shared
+    machine does not decide the count.
     """
     t = params.train
     torch.manual_seed(t.seed)
-    model = create_model(name, 3, 2, size=params.model_config_for(name).size).train()
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr)
+    model = build_model(params, name).train()
+    opt = make_optimizer(model.parameters(), t.lr)
     batches = list(_batches(params, train, 21, epoch=1000))
-    _train_step(model, opt, batches[0], t.lr, t.grad_clip)  # warm-up
+    train_step(model, opt, batches[0], t.lr, t.grad_clip)  # warm-up
     t0 = time.perf_counter()
     n = 0
     for batch in batches[1:]:
-        _train_step(model, opt, batch, t.lr, t.grad_clip)
+        train_step(model, opt, batch, t.lr, t.grad_clip)
         n += 1
         if n >= 2 and time.perf_counter() - t0 >= 1.0:
             break
     per_step = (time.perf_counter() - t0) / n
     return int(np.clip(math.ceil(target_seconds / (t.epochs * per_step)), 2, max_steps))
+
+
+def bench_optimizers(
+    params: Params, name: str, train: list[Case], rounds: int = 5, steps: int = 4
+) -> dict[str, Any]:
+    """ms per :func:`~crfm_bench.engine.step.train_step` with each Adam implementation
+    (``fused``, ``foreach``, ``single``), interleaved in ``rounds`` so drifting load biases
+    none; the median per implementation and the ratios to ``foreach``. Also the ms of the
+    optimiser's ``step()`` alone (the part the implementation changes)."""
+    t = params.train
+    batches = list(_batches(params, train, steps, epoch=2000))
+    impls = ("fused", "foreach", "single")
+    setups = {}
+    for impl in impls:
+        torch.manual_seed(t.seed)
+        model = build_model(params, name).train()
+        opt = make_optimizer(model.parameters(), t.lr, impl=impl)
+        train_step(model, opt, batches[0], t.lr, t.grad_clip)  # warm-up
+        setups[impl] = (model, opt)
+    step_ms: dict[str, list[float]] = {i: [] for i in impls}
+    opt_ms: dict[str, list[float]] = {i: [] for i in impls}
+    for r in range(rounds):
+        for impl in impls if r % 2 == 0 else reversed(impls):
+            model, opt = setups[impl]
+            t0 = time.perf_counter()
+            for batch in batches:
+                train_step(model, opt, batch, t.lr, t.grad_clip)
+            step_ms[impl].append((time.perf_counter() - t0) * 1000 / len(batches))
+            t0 = time.perf_counter()
+            for _ in range(20):
+                opt.step()  # gradients of the last step are still there
+            opt_ms[impl].append((time.perf_counter() - t0) * 1000 / 20)
+    med = {i: float(np.median(step_ms[i])) for i in impls}
+    med_opt = {i: float(np.median(opt_ms[i])) for i in impls}
+    return {
+        "params": int(sum(p.numel() for p in setups["fused"][0].parameters())),
+        "step_ms": med,
+        "optimizer_step_ms": med_opt,
+        "step_ratio_to_foreach": {i: med[i] / med["foreach"] for i in impls},
+        "optimizer_ratio_to_foreach": {i: med_opt[i] / med_opt["foreach"] for i in impls},
+    }
 
 
 class WorkerCpu:
@@ -348,9 +359,9 @@ def bench_inference(params: Params, name: str, case: Case) -> dict[str, Any]:
     from crfm_bench.engine.inference import sliding_window_sr
 
     ev = params.eval
-    scale = parse_scale(params.task.scale)
+    scale = params.task.factors
     torch.manual_seed(0)
-    model = create_model(name, 3, 2, size=params.model_config_for(name).size).eval()
+    model = build_model(params, name).eval()
     ref = case.ref if model.needs_reference else None
     lr_t = torch.from_numpy(case.lr)[None, None]
     ref_t = None if ref is None else torch.from_numpy(ref)[None, None]
@@ -476,6 +487,25 @@ def report(results: dict[str, Any]) -> str:
                 "last-epoch loss plain / Ray": f"{p['train_loss']:.5f} / {y['train_loss']:.5f}",
             }
         )
+    opt_rows = []
+    for name, r in results.get("optimizers", {}).items():
+        opt_rows.append(
+            {
+                "model": name,
+                "params": f"{r['params']:,}",
+                **{
+                    f"ms/step {i}": f"{r['step_ms'][i]:.2f} ({r['step_ratio_to_foreach'][i]:.2f})"
+                    for i in r["step_ms"]
+                },
+                **{
+                    f"ms/opt.step {i}": (
+                        f"{r['optimizer_step_ms'][i]:.3f} "
+                        f"({r['optimizer_ratio_to_foreach'][i]:.2f})"
+                    )
+                    for i in r["optimizer_step_ms"]
+                },
+            }
+        )
     inf_rows = []
     for name, r in results["inference"].items():
         inf_rows.append(
@@ -511,6 +541,9 @@ def report(results: dict[str, Any]) -> str:
             f"eval batch {s['eval_batch']}, one timed run each after a warm-up full pass; "
             "random-weight models.",
             _table(inf_rows),
+            "Adam implementations: median ms per train_step and per optimiser step() "
+            "(ratio to foreach in brackets); same batches, interleaved rounds.",
+            _table(opt_rows) if opt_rows else "(not measured)",
         ]
     )
 
@@ -562,6 +595,10 @@ def run(
             ray.shutdown()
         for name in models:
             results["inference"][name] = bench_inference(params, name, cases["test"][0])
+        results["optimizers"] = {
+            name: bench_optimizers(params, name, cases["train"], rounds=2 if quick else 5)
+            for name in models
+        }
     machine["load_avg_end"] = list(os.getloadavg())
     results["settings"] = {
         "quick": quick,

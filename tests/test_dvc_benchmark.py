@@ -67,6 +67,7 @@ def test_whole_benchmark_as_one_dvc_pipeline(repo, tmp_path):
     assert {
         "synthesize",
         "degrade@kspace-2",
+        "code",
         "train@crfm",
         "train@edsr",
         "train@tricubic",
@@ -76,6 +77,11 @@ def test_whole_benchmark_as_one_dvc_pipeline(repo, tmp_path):
     html = (repo / "reports" / "index.html").read_text()
     assert "crfm" in html and "Wilcoxon" in html and "http://" not in html
     assert ran(sh(repo, "dvc", "repro").stdout) == set()
+
+    # a report wording change: the result-code hash stays, so no model retrains
+    build = repo / "platform" / "crfm_bench" / "report" / "build.py"
+    build.write_text(build.read_text() + "\n# wording\n")
+    assert ran(sh(repo, "dvc", "repro").stdout) == {"code", "report"}
 
     metrics = sh(repo, "dvc", "metrics", "show", "--json").stdout
     assert '"psnr"' in metrics and "edsr" in metrics and "tricubic" in metrics

@@ -156,6 +156,7 @@ def test_ixi_pipeline_repro_noop_and_raw_dir_dependency(tmp_path, ixi_tree):
     assert ran(first.stdout) == {
         "ingest",
         f"degrade@kspace-{scale}",
+        "code",
         "train@tricubic",
         "leaderboard",
         "report",
@@ -255,6 +256,7 @@ def test_brats_pipeline_trains_edsr_and_ranks_it_with_tricubic(tmp_path, brats_t
     stages = {
         "ingest",
         f"degrade@kspace-{scale}",
+        "code",
         "train@tricubic",
         "train@edsr",
         "leaderboard",
@@ -326,6 +328,7 @@ def test_bids_pipeline_sessions_resampling_and_missing_raw_dir(tmp_path, bids_tr
     assert ran(first.stdout) == {
         "ingest",
         f"degrade@kspace-{scale}",
+        "code",
         "train@tricubic",
         "leaderboard",
         "report",

@@ -221,9 +221,20 @@ def run(
         str | None,
         typer.Option(help="Comma-separated model names (default: benchmark.models)."),
     ] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Training seeds per model (default: train.seeds); the leaderboard gives "
+            "mean ± std over seeds.",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Retrain even if a finished run exists.")] = False,
     leaderboard: Annotated[
         bool, typer.Option(help="Print and write the leaderboard at the end.")
+    ] = True,
+    report: Annotated[
+        bool, typer.Option(help="Write reports/index.html and index.md at the end.")
     ] = True,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")
@@ -231,27 +242,37 @@ def run(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Train and evaluate models on the benchmark setting and print the leaderboard.
+    """Train and evaluate models on the benchmark setting; print the leaderboard and write
+    the report.
 
     Builds the embedded dataset and its degradations first if they are missing. Finished
     runs with the same configuration, data and code are reused; an interrupted run resumes.
 
-    Example: [bold]crfm-bench run --models crfm,edsr[/bold]
+    Example: [bold]crfm-bench run --models crfm,edsr --seeds 3[/bold]
     """
-
-    from crfm_bench.engine.run import run_benchmark
+    from crfm_bench import workflow
     from crfm_bench.report.leaderboard import render
     from crfm_bench.tracking import tracking_uri
 
-    p = _params(params, set_)
+    overrides = list(set_ or []) + ([f"train.seeds={seeds}"] if seeds is not None else [])
+    p = _params(params, overrides)
     names = models.split(",") if models else None
     console = _console()
-    board = run_benchmark(
-        p, names, force=force, address=address, console=console, leaderboard=leaderboard
+    result = workflow.run(
+        p,
+        names,
+        force=force,
+        address=address,
+        console=console,
+        leaderboard=leaderboard,
+        report=report,
     )
-    if leaderboard and not board.empty:
-        console.print(render(board))
+    if leaderboard and not result.board.empty:
+        console.print(render(result.board, title=result.title))
         console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
+    if result.report is not None:
+        path = result.report.resolve()
+        console.print(f"report: {path} (and {path.with_suffix('.md').name})", soft_wrap=True)
     uri = tracking_uri(p.tracking)
     console.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/bold]")
 
@@ -270,6 +291,8 @@ def leaderboard(
 ) -> None:
     """Rank the finished model runs of the setting from MLflow; write reports/leaderboard.*.
 
+    Reads only: builds no data (run `crfm-bench run` first).
+
     Example: [bold]crfm-bench leaderboard -S task.scale=1x1x4[/bold]
     """
     from crfm_bench.report import leaderboard as lb
@@ -281,7 +304,7 @@ def leaderboard(
         from crfm_bench.errors import MissingInputError
         from crfm_bench.metrics import metric_spec, metric_spec_hash
 
-        title = f"{p.task.target}<-{p.task.reference or 'none'} {p.task.domain} x{p.task.scale}"
+        title = p.task.title()
         manifest = p.paths.data_dir / "hr" / "manifest.csv"
         board = lb.from_model_dirs(
             p.paths.runs_dir / "models",
@@ -295,16 +318,35 @@ def leaderboard(
             )
         lb.write(board, p.paths.reports_dir, title=title)
     else:
-        from crfm_bench.engine.run import leaderboard_for, open_setting
+        from crfm_bench import workflow
 
-        setting = open_setting(p)
-        board = leaderboard_for(p, setting)
-        title = setting.experiment
+        result = workflow.leaderboard(p)
+        board, title = result.board, result.title
         if board.empty:
-            console.print(f"no finished runs yet in {setting.experiment}: crfm-bench run")
+            console.print(f"no finished runs yet in {title}: crfm-bench run")
             return
     console.print(lb.render(board, title=title))
     console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
+
+
+@app.command("code-version")
+def code_version_cmd(
+    out: Annotated[
+        Path | None, typer.Option(help="Also write it to this file (a DVC dependency).")
+    ] = None,
+) -> None:
+    """Print the hash of the code a trained result depends on (part of every run key).
+
+    Example: [bold]crfm-bench code-version --out runs/code_version.txt[/bold]
+    """
+    from crfm_bench.tracking import code_version
+
+    version = code_version()
+    if out is not None:
+        from crfm_bench.atomic import atomic_write_text
+
+        atomic_write_text(out, version + "\n")
+    typer.echo(version)
 
 
 @app.command("report")
@@ -341,7 +383,7 @@ def tune(
 
     p = _params(params, set_)
     console = _console()
-    values, score, path = tune_model(p, model, address=address, console=console)
+    values, score, path = tune_model(p, model, address=address, console=console, progress=True)
     shown = ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
     )

@@ -147,6 +147,18 @@ class TaskConfig(_Section):
         except InputError as exc:
             raise ValueError(str(exc)) from None
 
+    @property
+    def factors(self) -> tuple[int, int, int]:
+        """``scale`` as per-axis integer factors: the one place the library reads it (the
+        string is validated and made canonical above; it stays a string for params.yaml,
+        the run key and folder names)."""
+        return parse_scale(self.scale)
+
+    def title(self) -> str:
+        """The setting as people read it: ``T2w ← PDw, kspace ×2`` (the one title function;
+        MLflow experiment names are identifiers, see ``tracking.experiment_name``)."""
+        return f"{self.target} ← {self.reference or 'no reference'}, {self.domain} ×{self.scale}"
+
     @model_validator(mode="after")
     def _distinct(self) -> TaskConfig:
         if self.reference == self.target:
@@ -205,6 +217,7 @@ class TrainConfig(_Section):
     num_to_keep: Annotated[int, Field(ge=1)] = 2
     storage_path: str | None = None  # default <runs_dir>/ray; s3://... or a shared path on clusters
     seed: int = 0
+    seeds: Annotated[int, Field(ge=1)] = 1  # training seeds per model: seed, seed+1, ...
 
 
 class EvalConfig(_Section):

@@ -82,3 +82,26 @@ def test_output_dir_not_writable_and_earlier_manifest_kept(tmp_path):
     assert manifest.read_bytes() == before
     info = run("data", "info", cwd=tmp_path)
     assert info.returncode == 0 and "T2w" in info.stdout and "synthetic" in info.stdout
+
+
+def test_leaderboard_builds_no_data_and_writes_nothing(tmp_path):
+    (tmp_path / "params.yaml").write_text("synth: {n_subjects: 4, n_val: 1, n_test: 1}\n")
+    res = run("leaderboard", cwd=tmp_path)
+    assert_one_line_error(res, "data/hr/manifest.csv", "not found")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_a_corrupt_model_result_is_one_line_naming_it(tmp_path):
+    (tmp_path / "params.yaml").write_text("synth: {n_subjects: 4, n_val: 1, n_test: 1}\n")
+    folder = tmp_path / "runs" / "models" / "edsr"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text("{not json")
+    res = run("leaderboard", "--from-outputs", cwd=tmp_path)
+    assert_one_line_error(res, "runs/models/edsr/metrics.json", "not valid JSON")
+
+
+def test_code_version_is_printed_and_written(tmp_path):
+    res = run("code-version", "--out", str(tmp_path / "v.txt"))
+    assert res.returncode == 0
+    version = res.stdout.strip()
+    assert len(version) == 12 and (tmp_path / "v.txt").read_text() == version + "\n"

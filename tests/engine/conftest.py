@@ -81,3 +81,56 @@ def _mlflow_runs(path: Path, model: str | None = None) -> list:
     if model is not None:
         runs = [r for r in runs if r.data.tags.get("crfm.model") == model]
     return runs
+
+
+# --- The engine's parts without Ray (test_core, test_progress) ------------------------------
+
+
+def make_case(rng, subject: str, split: str, shape=(16, 16, 16)):
+    """A tiny aligned case: a bright cube in noise, LR = HR[::2], reference = 1 - HR."""
+    import numpy as np
+
+    from crfm_bench.engine.data import Case
+
+    hr = (0.1 * rng.random(shape)).astype(np.float32)
+    hr[3:-3, 3:-3, 3:-3] += 0.8
+    lr = hr[::2, ::2, ::2].copy()
+    ref = (1.0 - hr).astype(np.float32)
+    return Case(subject, split, lr, hr, ref, 1.0, np.eye(4), np.diag([2.0, 2, 2, 1]), "", "")
+
+
+@pytest.fixture
+def params(tmp_path):
+    """Params of a tiny training: 3 epochs of 2 steps, 8^3 patches, tiny edsr and crfm."""
+    from crfm_bench.config import load_params
+
+    return load_params(
+        None,
+        [
+            f"paths.runs_dir={tmp_path / 'runs'}",
+            "train.epochs=3",
+            "train.steps_per_epoch=2",
+            "train.batch_size=2",
+            "train.patch_size=8",
+            "train.val_patches=2",
+            "train.cpus_per_worker=1",
+            "models.edsr.options={n_blocks: 1, n_feats: 4}",
+            "models.crfm.options={n_feats: 4}",
+        ],
+    )
+
+
+@pytest.fixture
+def cases(rng):
+    """(train cases, val cases) for the loop."""
+    return [make_case(rng, f"s{i}", "train") for i in range(2)], [make_case(rng, "v0", "val")]
+
+
+@pytest.fixture
+def loop_config():
+    """Function building the loop's config dict (edsr unless ``model=`` is given)."""
+
+    def build(params, cases, **kw):
+        return {"params": params.model_dump(mode="json"), "model": "edsr", "cases": cases, **kw}
+
+    return build

@@ -7,6 +7,7 @@ that must stop a run before any training starts.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -66,6 +67,16 @@ def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlfl
     res = project("run", "--models", "edsr,crfm,tricubic")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "mlflow ui --backend-store-uri sqlite:///" in res.stdout
+    # progress without a terminal: one line per epoch of each trained model (from the
+    # Ray Train controller's reports, relayed to the driver)
+    for model in ("edsr", "crfm"):
+        lines = [ln for ln in res.stdout.splitlines() if ln.startswith(f"{model}: epoch ")]
+        assert [ln.split()[2] for ln in lines] == ["1/2", "2/2"], res.stdout
+        assert all(" val PSNR " in ln and " ETA " in ln for ln in lines)
+    # the run leaves its report and says where
+    assert (project.dir / "reports" / "index.html").is_file()
+    assert (project.dir / "reports" / "index.md").is_file()
+    assert f"report: {(project.dir / 'reports' / 'index.html').resolve()}" in res.stdout
 
     board = pd.read_csv(project.dir / "reports" / "leaderboard.csv")
     assert sorted(board["model"]) == ["crfm", "edsr", "tricubic"]
@@ -83,6 +94,13 @@ def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlfl
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert len(child.data.tags["metric_spec_hash"]) == 12
         assert "test_psnr_mean" in child.data.metrics
+    note = parents[0].data.tags["mlflow.note.content"]
+    assert parents[0].data.tags["metric_spec_hash"] in note
+    for child in children:
+        rank = board.loc[board.model == child.data.tags["crfm.model"], "rank"].item()
+        assert child.data.tags["crfm.rank"] == str(rank)
+        assert {"psnr", "ssim", "rank"} <= set(child.data.metrics)
+        assert f"| {rank} | {child.data.tags['crfm.model']} |" in note
     edsr = next(r for r in children if r.data.tags["crfm.model"] == "edsr")
     assert len(history(project.dir, edsr.info.run_id, "val_psnr")) == 2  # one per epoch, rank 0
     client = MlflowClient(f"sqlite:///{project.dir / 'mlflow.db'}")
@@ -111,6 +129,47 @@ def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlfl
     assert third.stdout.count("reused") == 1
     assert len(mlflow_runs(project.dir, "edsr")) == 2
     assert len(pd.read_csv(project.dir / "reports" / "leaderboard.csv")) == 3
+
+
+@pytest.mark.slow
+def test_seeds_nest_per_seed_runs_and_reuse_the_single_seed_run(project, mlflow_runs):
+    first = project("run", "--models", "edsr", "--no-report")
+    assert first.returncode == 0, first.stderr[-3000:]
+    single = pd.read_csv(project.dir / "runs" / "models" / "edsr" / "per_subject.csv")
+
+    res = project("run", "--models", "edsr", "--seeds", "2", "--no-report")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("reused") == 1  # seed 1 is the single-seed run: not retrained
+    assert [
+        ln.split()[4] for ln in res.stdout.splitlines() if ln.startswith("edsr (seed 1): epoch")
+    ] == ["1/2", "2/2"]
+
+    out = project.dir / "runs" / "models" / "edsr"
+    seed_metrics = [json.loads((out / f"seed-{k}" / "metrics.json").read_text()) for k in (1, 2)]
+    assert [m["seed"] for m in seed_metrics] == [0, 1]
+    agg = json.loads((out / "metrics.json").read_text())
+    means = [m["test_psnr_mean"] for m in seed_metrics]
+    assert agg["seeds"] == 2 and agg["test_psnr_mean"] == pytest.approx(np.mean(means))
+    assert agg["test_psnr_std"] == pytest.approx(np.std(means, ddof=1))
+    per_subject = pd.read_csv(out / "per_subject.csv")
+    assert per_subject["subject"].tolist() == single["subject"].tolist()
+    seed2 = pd.read_csv(out / "seed-2" / "per_subject.csv")
+    assert per_subject["psnr"].to_numpy() == pytest.approx(
+        (single["psnr"] + seed2["psnr"]).to_numpy() / 2
+    )
+
+    runs = mlflow_runs(project.dir, "edsr")
+    aggregate = [r for r in runs if r.data.tags.get("seeds") == "2"]
+    seeds = [r for r in runs if r.data.tags.get("crfm.kind") == "seed"]
+    assert len(aggregate) == 1 and len(seeds) == 1  # seed 2 new, seed 1 reused
+    assert seeds[0].data.tags["mlflow.parentRunId"] == aggregate[0].info.run_id
+    assert seeds[0].data.tags["crfm.seed"] == "1"
+    assert seed_metrics[0]["run_id"] in aggregate[0].data.params["seed_runs"]
+    board = pd.read_csv(project.dir / "reports" / "leaderboard.csv")
+    assert board.loc[board.model == "edsr", "seeds"].item() == 2
+    assert board.loc[board.model == "edsr", "psnr_std"].item() == pytest.approx(
+        agg["test_psnr_std"]
+    )
 
 
 # Long enough to be interrupted between checkpoints (a few seconds per epoch).

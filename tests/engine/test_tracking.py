@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -91,3 +92,76 @@ def test_leaderboard_ranks_dedups_and_respects_the_metric_spec(tmp_path, monkeyp
     text = md.read_text()
     assert "32.00 ± 0.50" in text and "| 1 | crfm |" in text
     assert csv.read_text().count("\n") == 3
+
+
+def test_publish_makes_the_parent_description_the_rounded_table(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from crfm_bench.config import load_params
+    from crfm_bench.tracking import RANK_TAG
+
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = get_or_create_experiment(client, "setting")
+    edsr = log_model_run(client, exp, "edsr", 31.123456, key="e2")
+    crfm = log_model_run(client, exp, "crfm", 32.987654, key="c1")
+    parent = client.create_run(exp, tags={KIND_TAG: "benchmark"}).info.run_id
+    setting = SimpleNamespace(
+        client=client, experiment_id=exp, experiment="setting", spec_hash="h1"
+    )
+    params = load_params(None, [f"paths.reports_dir={tmp_path / 'reports'}"])
+    board = leaderboard.publish(setting, params, parent)
+    note = client.get_run(parent).data.tags["mlflow.note.content"]
+    assert "`h1`" in note and "`setting`" in note
+    assert "| 1 | crfm | 32.99 ± 0.50 |" in note and "32.987654" not in note
+    for run_id, rank, psnr in ((crfm, "1", 32.987654), (edsr, "2", 31.123456)):
+        data = client.get_run(run_id).data
+        assert data.tags[RANK_TAG] == rank and data.metrics["rank"] == float(rank)
+        assert data.metrics["psnr"] == pytest.approx(psnr) and "ssim" in data.metrics
+    assert (tmp_path / "reports" / "leaderboard.md").is_file() and len(board) == 2
+
+
+def test_a_corrupt_metrics_json_is_one_error_naming_the_file(tmp_path):
+    from crfm_bench.errors import InputError
+
+    folder = tmp_path / "models" / "edsr"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text('{"model": "edsr", "test_psnr_mean": 3')
+    with pytest.raises(InputError, match=r"models/edsr/metrics.json: not valid JSON"):
+        leaderboard.from_model_dirs(tmp_path / "models", "h1")
+
+
+def test_a_report_wording_change_keeps_the_run_key(tmp_path, monkeypatch):
+    """code_version hashes the result code only: copy the package, change the report's text,
+    the key stays; change the loop, it moves."""
+    import shutil
+    import subprocess
+    import sys
+
+    import crfm_bench
+
+    pkg = tmp_path / "crfm_bench"
+    shutil.copytree(
+        Path(crfm_bench.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__")
+    )
+
+    def version() -> str:
+        code = "from crfm_bench.tracking import code_version; print(code_version())"
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+
+    before = version()
+    build = pkg / "report" / "build.py"
+    build.write_text(build.read_text().replace("Per-subject results", "Results per subject"))
+    cli_like = pkg / "report" / "leaderboard.py"
+    cli_like.write_text(cli_like.read_text() + "\n# wording\n")
+    assert version() == before
+    loop = pkg / "engine" / "step.py"
+    loop.write_text(loop.read_text() + "\n# a change to the training step\n")
+    assert version() != before

@@ -29,6 +29,8 @@ class MlflowEpochLogger(UserCallback):
         batch = [
             Metric(k, float(v), now, step)
             for k, v in m.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch"
+            if isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and k not in ("epoch", "epochs")
         ]
         MlflowClient(self.uri).log_batch(self.run_id, metrics=batch)

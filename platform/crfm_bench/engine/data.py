@@ -22,7 +22,6 @@ from crfm_bench.config import Params
 from crfm_bench.data.manifest import read_manifest, resolve
 from crfm_bench.data.volume import load_volume
 from crfm_bench.errors import InputError, MissingInputError
-from crfm_bench.scale import parse_scale
 
 
 @dataclass
@@ -58,7 +57,7 @@ def robust_divisor(volume: np.ndarray) -> float:
 def load_cases(params: Params, splits: tuple[str, ...], need_reference: bool = True) -> list[Case]:
     """Cases of ``splits`` for ``params.task``, read from the manifests under ``data_dir``."""
     task = params.task
-    scale = parse_scale(task.scale, what="task.scale")
+    scale = task.factors
     lr_manifest = lr_dir(params) / "manifest.csv"
     hr_manifest = params.paths.data_dir / "hr" / "manifest.csv"
     lr_rows = read_manifest(

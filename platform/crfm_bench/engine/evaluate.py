@@ -10,6 +10,7 @@ wraps around and loses 2 dB or more against zero-filling the whole volume; issue
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,6 @@ from crfm_bench.data.volume import save_volume
 from crfm_bench.engine.data import Case
 from crfm_bench.engine.inference import sliding_window_sr
 from crfm_bench.metrics import evaluate_volume
-from crfm_bench.scale import parse_scale
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def predict_volume(
         model,
         lr,
         ref,
-        parse_scale(params.task.scale, what="task.scale"),
+        params.task.factors,
         window=e.window,
         overlap=e.overlap,
         blend=e.blend,
@@ -72,6 +72,7 @@ def evaluate_cases(
     params: Params,
     out_dir: Path | None = None,
     device: str | torch.device = "cpu",
+    on_prediction: Callable[[int, Case, np.ndarray, dict], None] | None = None,
 ) -> pd.DataFrame:
     """Per-subject metrics of ``model`` on ``cases`` (one row per subject).
 
@@ -79,12 +80,10 @@ def evaluate_cases(
     window, or the whole volume for a training-free model), brought back to
     the subject's intensity scale, and scored against the HR volume by
     :func:`crfm_bench.metrics.evaluate_volume`. With ``out_dir``, predictions are written
-    as NIfTI on the HR grid with the HR affine (``eval.save_predictions``) and the first
-    subject's slices as ``slices.png``.
+    as NIfTI on the HR grid with the HR affine (``eval.save_predictions``).
+    ``on_prediction(i, case, sr, metrics)`` is called after each subject (``crfm-bench run``
+    draws the first subject's slices with it; the engine itself draws nothing).
     """
-    from crfm_bench.report import figures
-
-    scale = parse_scale(params.task.scale, what="task.scale")
     e = params.eval
     model = model.to(device).eval()
     needs_ref = bool(getattr(model, "needs_reference", False))
@@ -101,15 +100,6 @@ def evaluate_cases(
             out_dir.mkdir(parents=True, exist_ok=True)
             if e.save_predictions:
                 save_volume(out_dir / f"{case.subject}_sr.nii.gz", sr, case.hr_affine)
-            if i == 0:
-                # the report's figure: same slices, scale and detail boxes as reports/
-                figures.comparison_panel(
-                    out_dir / "slices.png",
-                    figures.upsample_nearest(case.lr * case.divisor, scale),
-                    sr,
-                    hr,
-                    index=figures.slice_indices(hr),
-                    vmax=figures.display_vmax(hr),
-                    title=f"{name}  {case.subject}  PSNR {metrics['psnr']:.2f} dB",
-                )
+        if on_prediction is not None:
+            on_prediction(i, case, sr, metrics)
     return pd.DataFrame(rows)

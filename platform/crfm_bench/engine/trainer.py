@@ -6,6 +6,20 @@ from pathlib import Path
 from typing import Any
 
 from crfm_bench.config import Params
+from crfm_bench.errors import ServiceError
+
+# Ray Train waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (default 60 s) for a worker group's
+# placement group, and by default retries that forever (FailureConfig's
+# controller_failure_limit -1): a run whose CPUs never free up would wait without end. The
+# wait is bounded at START_ATTEMPTS tries, then one error names what it waited for.
+START_ATTEMPTS = 5
+
+
+def start_timeout_s() -> float:
+    """Seconds Ray Train waits for one worker-group start (its own setting)."""
+    import os
+
+    return float(os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60"))
 
 
 def storage_path(params: Params) -> str:
@@ -27,6 +41,7 @@ def fit_model(
     pid_dir: Path | None = None,
     callbacks: list | None = None,
     storage: str | None = None,
+    seed: int | None = None,
 ):
     """Train ``model`` on Ray Train; return the ``ray.train.Result``.
 
@@ -35,9 +50,16 @@ def fit_model(
     resumes from the last checkpoint (Ray restores the run's checkpoint manager), as does a
     worker group restarted after a failure (``FailureConfig.max_failures``).
     ``callbacks`` are extra Ray Train ``UserCallback``s (a Tune trial passes its
-    ``TuneReportCallback``); ``storage`` overrides :func:`storage_path`.
+    ``TuneReportCallback``, ``crfm-bench run`` its progress display); ``storage`` overrides
+    :func:`storage_path`; ``seed`` is the training seed (default ``train.seed``).
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        ControllerError,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     from crfm_bench.engine.cluster import torch_config
@@ -61,6 +83,7 @@ def fit_model(
             "overrides": overrides or {},
             "epochs": epochs,
             "pid_dir": str(pid_dir) if pid_dir else None,
+            "seed": seed,
         },
         torch_config=torch_config(),  # the local Ray: a rendezvous that opens no port
         scaling_config=ScalingConfig(
@@ -70,8 +93,20 @@ def fit_model(
             name=run_name,
             storage_path=storage or storage_path(params),
             checkpoint_config=CheckpointConfig(num_to_keep=t.num_to_keep),
-            failure_config=FailureConfig(max_failures=t.max_failures),
+            failure_config=FailureConfig(
+                max_failures=t.max_failures, controller_failure_limit=START_ATTEMPTS - 1
+            ),
             callbacks=callbacks,
         ),
     )
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except ControllerError as exc:
+        if type(exc.controller_failure).__name__ != "WorkerGroupStartupTimeoutError":
+            raise
+        waited = START_ATTEMPTS * start_timeout_s()
+        raise ServiceError(
+            f"Ray Train run {run_name}: its worker group ({t.num_workers} worker(s) x "
+            f"{t.cpus_per_worker} CPU) got no placement group within {waited:.0f} s "
+            "(other Ray work holds the CPUs; see `ray status`)"
+        ) from None

@@ -3,7 +3,7 @@
 Each trial runs the training loop of ``crfm-bench run``: with ``train.num_workers`` 1 the loop
 itself in the trial's process (:func:`crfm_bench.engine.loop.tune_trial`), with more a Ray Train
 run of that many DDP workers driven by the trial
-(:func:`crfm_bench.engine.loop.tune_trial_distributed`, Train V2's ``TuneReportCallback``
+(:func:`tune_trial_distributed`, Train V2's ``TuneReportCallback``
 pattern). The latter needs Ray's state API (dashboard): Ray Train frees the worker group of
 a trial that ASHA stops only through it, else the next trial waits forever for CPUs. Trials are logged as nested
 MLflow runs under one parent; the best configuration is printed and written as a complete
@@ -20,9 +20,33 @@ import yaml
 
 from crfm_bench.atomic import atomic_write_text
 from crfm_bench.config import Params
+from crfm_bench.engine.build import TRAIN_KEYS
+from crfm_bench.engine.trainer import fit_model
 from crfm_bench.errors import InputError
 
-TRAIN_KEYS = ("lr",)
+
+def tune_trial_distributed(config: dict) -> None:
+    """Ray Tune function trainable for trials with several workers: the trial drives one Ray
+    Train run (same loop, DDP) and forwards its epoch reports to Tune through
+    ``TuneReportCallback`` (the Train V2 pattern: ``Tuner(TorchTrainer)`` is gone). The run
+    is named after the trial and kept under ``base["storage"]``; its workers write their pids
+    to ``<storage>/../pids/<trial>/``."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    base = config["base"]
+    trial = ray.tune.get_context().get_trial_id()
+    fit_model(
+        Params.model_validate(base["params"]),
+        base["model"],
+        base["cases"],
+        run_name=f"{base['model']}-{trial}",
+        overrides={**base.get("overrides", {}), **config["sample"]},
+        epochs=base["epochs"],
+        pid_dir=Path(base["storage"]).parent / "pids" / trial,
+        callbacks=[TuneReportCallback()],
+        storage=base["storage"],
+    )
 
 
 def search_space(space: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
@@ -54,8 +78,16 @@ def best_params(params: Params, model: str, best: dict[str, Any]) -> Params:
     return Params.model_validate(tree)
 
 
-def tune_model(params: Params, model: str | None = None, address: str | None = None, console=None):
-    """Run the search; return ``(best values, best val_psnr, path of the best params file)``."""
+def tune_model(
+    params: Params,
+    model: str | None = None,
+    address: str | None = None,
+    console=None,
+    progress: bool = False,
+):
+    """Run the search; return ``(best values, best val_psnr, path of the best params file)``.
+    ``progress``: show the trials (:class:`~crfm_bench.engine.progress.TrialTable`: a live
+    table in a terminal, a line per trial result elsewhere)."""
     import ray
     from mlflow.entities import Metric, Param
     from ray import tune
@@ -63,7 +95,7 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
 
     from crfm_bench.engine.cluster import check_worker_group_fits, ensure_ray, ray_address
     from crfm_bench.engine.data import load_cases
-    from crfm_bench.engine.loop import tune_trial, tune_trial_distributed
+    from crfm_bench.engine.loop import tune_trial
     from crfm_bench.engine.run import open_setting, validate_models
     from crfm_bench.models import model_info
     from crfm_bench.tracking import KIND_TAG, MODEL_TAG
@@ -126,6 +158,12 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
         if params.train.use_gpu:
             own["gpu"] = 1
         trainable = tune.with_resources(tune_trial, own)
+    callbacks, table = [], None
+    if progress:
+        from crfm_bench.engine.progress import TrialTable, trial_callback
+
+        table = TrialTable(console, t.max_epochs)
+        callbacks = [trial_callback(table)]
     tuner = tune.Tuner(
         trainable,
         param_space={"base": base, "sample": search_space(t.space)},
@@ -141,7 +179,7 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
                 reduction_factor=t.reduction_factor,
             ),
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage)),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=callbacks),
     )
     status = "FAILED"
     try:
@@ -185,4 +223,6 @@ def tune_model(params: Params, model: str | None = None, address: str | None = N
         status = "FINISHED"
         return values, score, Path(path)
     finally:
+        if table is not None:
+            table.stop()
         client.set_terminated(parent.info.run_id, status)

@@ -337,9 +337,8 @@ def _slice_figures(
     """
     from crfm_bench.data.volume import load_volume
     from crfm_bench.engine.data import load_cases
-    from crfm_bench.scale import parse_scale
 
-    scale = parse_scale(params.task.scale, what="task.scale")
+    scale = params.task.factors
     cases = load_cases(params, ("test",), need_reference=False)
 
     def prediction(r: ModelResult, subject: str) -> Path:
@@ -393,9 +392,7 @@ def _slice_figures(
 
 
 def _setting_title(params: Params) -> str:
-    t = params.task
-    ref = t.reference or "no reference"
-    return f"{t.target} ← {ref}, {t.domain} ×{t.scale}"
+    return params.task.title()
 
 
 def build_report(params: Params, n_resamples: int = 10_000, seed: int = 0) -> Path:

@@ -1,7 +1,8 @@
 """Figures of the report (matplotlib, no display).
 
 * :func:`comparison_panel` (one shared colour scale, the same slices and detail box for
-  every model): LR | SR | HR | |error|; the engine writes it per model as ``slices.png``
+  every model): LR | SR | HR | |error|; ``crfm-bench run`` writes it per model as
+  ``slices.png`` (:func:`first_subject_slices`, a hook of the evaluation)
   and the report per model of the leaderboard;
 * :func:`box_plots` of per-subject PSNR/SSIM, :func:`metric_bars` of mean +/- std, and
   :func:`training_curves` (validation PSNR and training loss per epoch).
@@ -341,3 +342,26 @@ def metric_bars(
 ) -> Path:
     """Write :func:`bars_figure` as a PNG at ``path``."""
     return _save(bars_figure(board, metrics), path)
+
+
+def first_subject_slices(out_dir: Path, label: str, scale: tuple[int, ...]):
+    """An ``on_prediction(i, case, sr, metrics)`` hook for
+    :func:`crfm_bench.engine.evaluate.evaluate_cases` that draws the first subject's
+    comparison panel as ``out_dir/slices.png`` (same slices, scale and detail boxes as the
+    report's)."""
+
+    def hook(i: int, case, sr: np.ndarray, metrics: dict) -> None:
+        if i != 0:
+            return
+        hr = (case.hr * case.divisor).astype(np.float32)
+        comparison_panel(
+            Path(out_dir) / "slices.png",
+            upsample_nearest(case.lr * case.divisor, scale),
+            sr,
+            hr,
+            index=slice_indices(hr),
+            vmax=display_vmax(hr),
+            title=f"{label}  {case.subject}  PSNR {metrics['psnr']:.2f} dB",
+        )
+
+    return hook

@@ -3,6 +3,15 @@
 Only runs evaluated under the current metric contract (same ``metric_spec_hash``) are
 ranked together; each model appears once (its newest finished run), so reruns add no
 duplicate entries.
+
+"mean ± std" is over test subjects for a one-seed result, and over seeds (of the per-seed
+test means) for a multi-seed result (column ``seeds``); a std that is undefined (one subject
+or one seed) is left out and the mean shown alone.
+
+:func:`publish` writes the table to ``reports/`` and makes MLflow browsable: the parent
+run's description (``mlflow.note.content``) is the table as the CLI prints it, and each
+model run carries its rank (tag ``crfm.rank``, metric ``rank``) and the headline metrics
+under short names (``psnr``, ``ssim``).
 """
 
 from __future__ import annotations
@@ -14,14 +23,20 @@ import numpy as np
 import pandas as pd
 
 from crfm_bench.atomic import atomic_write_text
-from crfm_bench.tracking import KIND_TAG, MODEL_TAG, RUN_KEY_TAG, SPEC_TAG
+from crfm_bench.errors import InputError
+from crfm_bench.metrics import METRIC_NAMES
+from crfm_bench.tracking import KIND_TAG, MODEL_TAG, RANK_TAG, RUN_KEY_TAG, SPEC_TAG
 
-QUALITY = ("psnr", "ssim", "psnr_masked", "ssim_masked", "ssim_slice", "nmse")
+QUALITY = METRIC_NAMES
+HEADLINE = ("psnr", "ssim")  # logged to each model run under these short names
 EFFICIENCY = ("params", "macs_g", "activation_mb", "train_seconds", "infer_seconds_per_volume")
 
 
-def collect(client, experiment_id: str, spec_hash: str) -> pd.DataFrame:
-    """One row per model: mean/std of each quality metric, efficiency, run ids; ranked by PSNR."""
+def collect(client, experiment_id: str | None, spec_hash: str) -> pd.DataFrame:
+    """One row per model: mean/std of each quality metric, efficiency, run ids; ranked by PSNR.
+    No experiment (None): an empty table."""
+    if experiment_id is None:
+        return pd.DataFrame()
     runs = client.search_runs(
         [experiment_id],
         filter_string=(
@@ -67,7 +82,7 @@ def select_model_dirs(
         if not (folder / "metrics.json").is_file():
             excluded.append((folder.name, "no metrics.json (unfinished run)"))
             continue
-        m = json.loads((folder / "metrics.json").read_text())
+        m = read_metrics_json(folder / "metrics.json")
         name = str(m.get("model") or folder.name)
         got = m.get("metric_spec_hash")
         data = m.get("dataset_version")
@@ -82,6 +97,17 @@ def select_model_dirs(
         else:
             ranked.append((folder, m))
     return ranked, excluded
+
+
+def read_metrics_json(path: Path) -> dict:
+    """A model's ``metrics.json``; corrupt -> one InputError naming the file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); rerun crfm-bench run") from None
+    if not isinstance(data, dict) or ("model" not in data and "test_psnr_mean" not in data):
+        raise InputError(f"{path}: not a model result (no 'model' or 'test_psnr_mean')")
+    return data
 
 
 def from_model_dirs(
@@ -107,6 +133,7 @@ def row_from_metrics(model: str, m: dict, key: str | None, run_id: str | None) -
     for e in EFFICIENCY:
         row[e] = m.get(e, np.nan)
     row["n_subjects"] = m.get("test_n_subjects", np.nan)
+    row["seeds"] = m.get("seeds", 1)
     row["run_key"] = key
     row["run_id"] = run_id
     return row
@@ -208,39 +235,102 @@ def write(df: pd.DataFrame, reports_dir: Path, title: str = "") -> tuple[Path, P
     return csv, md
 
 
+SHORT_HEADER = [
+    "#",
+    "model",
+    "PSNR dB",
+    "SSIM",
+    "PSNR brain",
+    "SSIM slices",
+    "seeds",
+    "params",
+    "GMACs",
+    "train s",
+    "infer s/vol",
+]
+
+
+def short_cells(board: pd.DataFrame) -> list[list[str]]:
+    """The cells the CLI prints (and MLflow's run description shows) under :data:`SHORT_HEADER`."""
+    return [
+        [
+            str(r["rank"]),
+            str(r["model"]),
+            _pm(r, "psnr", 2),
+            _pm(r, "ssim", 4),
+            fmt_num(r["psnr_masked"], ".2f"),
+            fmt_num(r["ssim_slice"], ".4f"),
+            fmt_num(r.get("seeds", 1), ".0f"),
+            fmt_num(r["params"], ",.0f"),
+            fmt_num(r["macs_g"], ".2f"),
+            fmt_num(r["train_seconds"], ".0f"),
+            fmt_num(r["infer_seconds_per_volume"], ".2f"),
+        ]
+        for _, r in board.iterrows()
+    ]
+
+
 def render(df: pd.DataFrame, title: str = "Leaderboard"):
-    """A rich Table of the leaderboard."""
+    """A rich Table of the leaderboard (:func:`short_cells`)."""
     from rich.table import Table
 
     table = Table(title=title)
-    for col in (
-        "#",
-        "model",
-        "PSNR dB",
-        "SSIM",
-        "PSNR brain",
-        "SSIM slices",
-        "params",
-        "GMACs",
-        "train s",
-        "infer s/vol",
-    ):
+    for col in SHORT_HEADER:
         table.add_column(col, justify="left" if col == "model" else "right")
-    for _, r in df.iterrows():
-
-        def f(v, fmt):
-            return "" if v is None or pd.isna(v) else format(v, fmt)
-
-        table.add_row(
-            str(r["rank"]),
-            str(r["model"]),
-            f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}",
-            f"{r['ssim']:.4f} ± {r['ssim_std']:.4f}",
-            f(r["psnr_masked"], ".2f"),
-            f(r["ssim_slice"], ".4f"),
-            f(r["params"], ",.0f"),
-            f(r["macs_g"], ".2f"),
-            f(r["train_seconds"], ".0f"),
-            f(r["infer_seconds_per_volume"], ".2f"),
-        )
+    for row in short_cells(df):
+        table.add_row(*row)
     return table
+
+
+def description(board: pd.DataFrame, title: str, spec_hash: str) -> str:
+    """Markdown for an MLflow run description: the setting, the metric-contract hash and the
+    table as the CLI prints it."""
+    std_note = (
+        "mean ± std over test subjects (over seeds where seeds > 1)"
+        if not board.empty
+        else "no ranked model"
+    )
+    lines = [
+        f"**Leaderboard** of `{title}`",
+        "",
+        f"Metric contract `{spec_hash}`; {std_note}; ranked by PSNR.",
+        "",
+        "| " + " | ".join(SHORT_HEADER) + " |",
+        "|" + "---|" * len(SHORT_HEADER),
+    ]
+    lines += [
+        "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in short_cells(board)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def publish(setting, params, parent_id: str | None = None) -> pd.DataFrame:
+    """Collect the leaderboard of ``setting`` (an :class:`crfm_bench.engine.run.Setting`) from
+    MLflow, write ``reports/leaderboard.{csv,md}`` and ``metrics.json``; with ``parent_id``
+    log it to that run (artifacts, description) and tag each ranked model run with its rank
+    and headline metrics. An empty table writes nothing."""
+    from mlflow.entities import Metric, RunTag
+
+    client = setting.client
+    board = collect(client, setting.experiment_id, setting.spec_hash)
+    if board.empty:
+        return board
+    write(board, params.paths.reports_dir, title=setting.experiment)
+    now = int(pd.Timestamp.now().timestamp() * 1000)
+    for _, r in board.iterrows():
+        if not r["run_id"]:
+            continue
+        metrics = [Metric("rank", float(r["rank"]), now, 0)]
+        metrics += [Metric(q, float(r[q]), now, 0) for q in HEADLINE if not pd.isna(r[q])]
+        client.log_batch(r["run_id"], metrics=metrics, tags=[RunTag(RANK_TAG, str(r["rank"]))])
+    if parent_id is not None:
+        client.log_table(
+            parent_id, data=board.replace({np.nan: None}), artifact_file="leaderboard.json"
+        )
+        client.log_text(parent_id, to_markdown(board, setting.experiment), "leaderboard.md")
+        client.set_tag(
+            parent_id,
+            "mlflow.note.content",
+            description(board, setting.experiment, setting.spec_hash),
+        )
+    return board
