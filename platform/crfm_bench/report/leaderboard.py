@@ -36,9 +36,13 @@ def collect(client, experiment_id: str, spec_hash: str) -> pd.DataFrame:
         if model in seen:
             continue
         seen.add(model)
+        external = run.data.tags.get("crfm.external") == "true"
         rows.append(
             row_from_metrics(
-                model, run.data.metrics, run.data.tags.get(RUN_KEY_TAG), run.info.run_id
+                model,
+                {**run.data.metrics, "external": external},
+                run.data.tags.get(RUN_KEY_TAG),
+                run.info.run_id,
             )
         )
     return rank(rows)
@@ -107,6 +111,7 @@ def row_from_metrics(model: str, m: dict, key: str | None, run_id: str | None) -
     for e in EFFICIENCY:
         row[e] = m.get(e, np.nan)
     row["n_subjects"] = m.get("test_n_subjects", np.nan)
+    row["external"] = bool(m.get("external", False))  # scored by `crfm-bench score`
     row["run_key"] = key
     row["run_id"] = run_id
     return row
@@ -167,12 +172,17 @@ def _pm(row, key: str, digits: int) -> str:
     )
 
 
+def shown_name(row) -> str:
+    """The model's name, marked when its predictions came from outside (``crfm-bench score``)."""
+    return f"{row['model']} (external)" if bool(row.get("external", False)) else str(row["model"])
+
+
 def cells(board: pd.DataFrame) -> list[list[str]]:
     """Formatted cells per row under :data:`HEADER`: mean ± std over subjects, then efficiency."""
     return [
         [
             str(r["rank"]),
-            str(r["model"]),
+            shown_name(r),
             _pm(r, "psnr", 2),
             _pm(r, "ssim", 4),
             _pm(r, "psnr_masked", 2),
@@ -233,7 +243,7 @@ def render(df: pd.DataFrame, title: str = "Leaderboard"):
 
         table.add_row(
             str(r["rank"]),
-            str(r["model"]),
+            shown_name(r),
             f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}",
             f"{r['ssim']:.4f} ± {r['ssim_std']:.4f}",
             f(r["psnr_masked"], ".2f"),
