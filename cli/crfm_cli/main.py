@@ -306,6 +306,59 @@ def report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None
     typer.echo(f"wrote {path} and {path.with_suffix('.md')}")
 
 
+@app.command("score")
+def score(
+    pred_dir: Annotated[
+        Path | None,
+        typer.Argument(help="Folder with one <subject>_sr.nii.gz per test subject."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Method name shown on the leaderboard (marked external).")
+    ] = None,
+    method_params: Annotated[
+        str | None,
+        typer.Option(help="The method's parameters as a JSON object (provenance only)."),
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="Paper or code URL (provenance).")] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="Instead: write the test split's inputs and a README to this zip."),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Score another method's predictions under the metric contract, or export its inputs.
+
+    The predictions are checked against the HR grid (shape, affine), dtype and finiteness
+    first; a bad file is one line naming it and exit code 2, with nothing logged.
+
+    Example: [bold]crfm-bench score --export test-inputs.zip[/bold], then
+    [bold]crfm-bench score preds/ --name mymethod --url https://github.com/me/mymethod[/bold]
+    """
+    from crfm_bench.errors import InputError
+
+    p = _params(params, set_)
+    console = _console()
+    if export is not None:
+        from crfm_bench.engine.export import export_test_split
+
+        if pred_dir is not None or name is not None:
+            raise InputError("score --export: give no PRED_DIR or --name with --export")
+        console.print(f"wrote {export_test_split(p, export)}")
+        return
+    from crfm_bench.engine.score import parse_method_params, score_predictions
+    from crfm_bench.report.leaderboard import render
+
+    if pred_dir is None or name is None:
+        raise InputError("score: give PRED_DIR and --name (or --export ZIP)")
+    _, board = score_predictions(
+        p, pred_dir, name, parse_method_params(method_params), url, console=console
+    )
+    if not board.empty:
+        console.print(render(board))
+        console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
+
+
 @app.command("tune")
 def tune(
     model: Annotated[str | None, typer.Option(help="Model to tune (default: tune.model).")] = None,
