@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+
 from crfm_bench.config import load_params
 from crfm_bench.errors import CrfmBenchError
 
@@ -85,10 +86,11 @@ def predict_elsewhere(export_root: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
+    from rich.console import Console
+
     from crfm_bench.engine.export import export_test_split
     from crfm_bench.engine.run import run_benchmark
     from crfm_bench.engine.score import score_predictions
-    from rich.console import Console
 
     root = tmp_path_factory.mktemp("score")
     params_file = project_params(root)
@@ -99,7 +101,7 @@ def scored(tmp_path_factory):
     (export_root,) = list((root / "unzipped").iterdir())
     preds = predict_elsewhere(export_root, root / "preds")
     console = Console(quiet=True)
-    doc, board = score_predictions(
+    doc, _ = score_predictions(
         params, preds, "tricubic-lab2", {"kernel": "keys"}, "https://example.org/m", console
     )
     ours = run_benchmark(params, ["tricubic"], console=console)
