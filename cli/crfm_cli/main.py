@@ -211,6 +211,12 @@ def run(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")
     ] = None,
+    test_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also test on another ingested dataset folder's test split (task.test_data)."
+        ),
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -229,12 +235,26 @@ def run(
     p = _params(params, set_)
     names = models.split(",") if models else None
     console = _console()
+    test_data = test_data or p.task.test_data
+    if test_data is not None:
+        from crfm_bench.engine.crossdata import check_test_data
+
+        check_test_data(p, test_data)  # before any training
     board = run_benchmark(
         p, names, force=force, address=address, console=console, leaderboard=leaderboard
     )
     if leaderboard and not board.empty:
         console.print(render(board))
         console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
+    if test_data is not None:
+        from crfm_bench.engine.crossdata import evaluate_cross
+        from crfm_bench.engine.run import validate_models
+
+        cross = evaluate_cross(
+            p, validate_models(names or p.benchmark.models, p), test_data, force, console
+        )
+        if leaderboard and not cross.empty:
+            console.print(render(cross, title=f"tested on {test_data}"))
     uri = tracking_uri(p.tracking)
     console.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/bold]")
 
@@ -277,6 +297,11 @@ def leaderboard(
                 f"{p.paths.runs_dir / 'models'}: no model results (crfm-bench run)"
             )
         lb.write(board, p.paths.reports_dir, title=title)
+        if p.task.test_data is not None:
+            from crfm_bench.engine.crossdata import write_leaderboard_from_outputs
+
+            cross = write_leaderboard_from_outputs(p, p.task.test_data)
+            console.print(lb.render(cross, title=f"tested on {p.task.test_data}"))
     else:
         from crfm_bench.engine.run import leaderboard_for, open_setting
 
