@@ -2,14 +2,12 @@
 
 Two tiny synthetic datasets of different seeds play X and "another dataset" Y (different
 subjects, noise and bias fields, so different content versions). The fast tests use the
-training-free tricubic; one slow test trains a tiny EDSR through the CLI and checks that
-the cross-dataset numbers are those of the trained weights on Y's test split.
+training-free tricubic; tests/test_dvc_generalisation.py trains a tiny EDSR through the
+DVC pipeline and checks that the cross-dataset numbers are those of its trained weights.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +18,6 @@ import yaml
 from crfm_bench.config import load_params
 from crfm_bench.data.manifest import manifest_version, read_manifest
 from crfm_bench.errors import CrfmBenchError
-
-EXE = Path(sys.executable).with_name("crfm-bench")
 
 TINY = {
     "synth": {
@@ -183,37 +179,3 @@ def test_task_test_data_is_not_part_of_the_training_setting(tmp_path):
     b = load_params(None, [f"task.test_data={tmp_path}"])
     assert b.task.test_data == tmp_path
     assert a.task.model_dump(mode="json") == b.task.model_dump(mode="json")
-
-
-@pytest.mark.slow
-def test_cli_trained_model_tested_on_another_dataset(tmp_path):
-    """`crfm-bench run --models edsr --test-data DIR`: a tiny EDSR trained (Ray Train, 1
-    epoch) on X; its cross-dataset PSNR is that of its checkpoint on Y's test split."""
-    import torch
-
-    from crfm_bench.engine.data import load_cases
-    from crfm_bench.engine.evaluate import evaluate_cases
-    from crfm_bench.models import create_model
-
-    write_params(tmp_path)
-    other = make_other_dataset(tmp_path / "other")
-    res = subprocess.run(
-        [str(EXE), "run", "--models", "edsr", "--test-data", str(other)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    p = load_params(tmp_path / "params.yaml")
-    got = pd.read_csv(p.paths.runs_dir / "crossdata" / "edsr" / "per_subject.csv")
-    state = torch.load(
-        p.paths.runs_dir / "models" / "edsr" / "checkpoint" / "state.pt", weights_only=False
-    )
-    mcfg = p.model_config_for("edsr")
-    model = create_model("edsr", spatial_dims=3, scale=(2, 2, 2), size=mcfg.size, **mcfg.options)
-    model.load_state_dict(state["model"])
-    tp = p.model_copy(update={"paths": p.paths.model_copy(update={"data_dir": other})})
-    want = evaluate_cases(model, "edsr", load_cases(tp, ("test",)), tp)
-    np.testing.assert_allclose(got["psnr"], want["psnr"], rtol=0, atol=1e-4)
-    assert "tested on" in res.stdout

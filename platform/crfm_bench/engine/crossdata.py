@@ -147,9 +147,11 @@ def evaluate_cross(
     test_data: Path,
     force: bool = False,
     console=None,
+    write_board: bool = True,
 ) -> pd.DataFrame:
     """Evaluate ``names`` (already run on ``paths.data_dir``) on ``test_data``'s test split;
-    return the "trained on X, tested on Y" leaderboard (also written under reports/)."""
+    return the "trained on X, tested on Y" leaderboard (written under reports/ and logged to
+    the parent run when ``write_board``; DVC's per-model stages pass False)."""
     from mlflow.entities import Metric, Param
 
     from crfm_bench.atomic import atomic_dir
@@ -300,7 +302,7 @@ def evaluate_cross(
     finally:
         client.set_terminated(parent, status)
     board = leaderboard.collect(client, cross.experiment_id, home.spec_hash)
-    if not board.empty:
+    if write_board and not board.empty:
         leaderboard.write(board, cross.reports_dir, title=title)
         client.log_table(
             parent, data=board.replace({np.nan: None}), artifact_file="leaderboard.json"
