@@ -251,7 +251,12 @@ def run(
         from crfm_bench.engine.run import validate_models
 
         cross = evaluate_cross(
-            p, validate_models(names or p.benchmark.models, p), test_data, force, console
+            p,
+            validate_models(names or p.benchmark.models, p),
+            test_data,
+            force,
+            console,
+            write_board=leaderboard,
         )
         if leaderboard and not cross.empty:
             console.print(render(cross, title=f"tested on {test_data}"))
