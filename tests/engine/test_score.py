@@ -281,3 +281,12 @@ def test_name_of_a_builtin_model_is_refused(scored):
 
     with pytest.raises(CrfmBenchError, match="built-in model"):
         score_predictions(scored["params"], scored["preds"], "tricubic", None, None)
+
+
+def test_report_shows_it_marked_external(scored):
+    from crfm_bench.report.build import build_report
+
+    path = build_report(scored["params"])
+    md = path.with_suffix(".md").read_text()
+    assert "tricubic-lab2 (external)" in md
+    assert "tricubic-lab2 (external)" in path.read_text()
