@@ -179,12 +179,12 @@ def test_run_keys_follow_the_content_versions(bids, tmp_path):
         params = _params(tmp_path / name)
         (lr,) = degrade_dataset(params, progress=False)
         setting = Setting(
-            None,
-            "0",
-            "x",
-            manifest_version(tmp_path / name / "hr" / "manifest.csv"),
-            manifest_version(lr / "manifest.csv"),
-            "spec",
+            client=None,
+            experiment_id="0",
+            experiment="x",
+            dataset_version=manifest_version(tmp_path / name / "hr" / "manifest.csv"),
+            lr_version=manifest_version(lr / "manifest.csv"),
+            spec_hash="spec",
         )
         keys.append(run_key(model_payload(params, "tricubic", setting)))
     assert keys[0] == keys[1]

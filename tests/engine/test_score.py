@@ -290,3 +290,30 @@ def test_report_shows_it_marked_external(scored):
     md = path.with_suffix(".md").read_text()
     assert "tricubic-lab2 (external)" in md
     assert "tricubic-lab2 (external)" in path.read_text()
+
+
+def test_cli_export_and_usage_errors(scored, tmp_path, capsys, monkeypatch):
+    from crfm_cli.main import main
+
+    monkeypatch.chdir(scored["root"])
+    params = ["--params", str(scored["params_file"])]
+    with pytest.raises(SystemExit) as exit_:
+        main(["score", "--export", str(tmp_path / "inputs.zip"), *params])
+    assert exit_.value.code in (0, None)
+    with zipfile.ZipFile(tmp_path / "inputs.zip") as zf:
+        assert any(n.endswith("/README.md") for n in zf.namelist())
+    capsys.readouterr()
+    for argv, word in (
+        (["score", *params], "PRED_DIR"),
+        (["score", "--export", str(tmp_path / "inputs.tar"), *params], ".zip"),
+        (
+            ["score", str(scored["preds"]), "--name", "x", "--method-params", "[1]", *params],
+            "JSON object",
+        ),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and word in err[0]
+    assert not (tmp_path / "inputs.tar").exists()
