@@ -239,6 +239,12 @@ def run(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")
     ] = None,
+    test_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also test on another ingested dataset folder's test split (task.test_data)."
+        ),
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -258,6 +264,11 @@ def run(
     p = _params(params, overrides)
     names = models.split(",") if models else None
     console = _console()
+    test_data = test_data or p.task.test_data
+    if test_data is not None:
+        from crfm_bench.engine.crossdata import check_test_data
+
+        check_test_data(p, test_data)  # before any training
     result = workflow.run(
         p,
         names,
@@ -273,6 +284,19 @@ def run(
     if result.report is not None:
         path = result.report.resolve()
         console.print(f"report: {path} (and {path.with_suffix('.md').name})", soft_wrap=True)
+    if test_data is not None:
+        from crfm_bench.engine.run import validate_models
+
+        cross = workflow.cross(
+            p,
+            validate_models(names or p.benchmark.models, p),
+            test_data,
+            force,
+            console,
+            leaderboard=leaderboard,
+        )
+        if leaderboard and not cross.empty:
+            console.print(render(cross, title=f"tested on {test_data}"))
     uri = tracking_uri(p.tracking)
     console.print(f"browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/bold]")
 
@@ -317,6 +341,9 @@ def leaderboard(
                 f"{p.paths.runs_dir / 'models'}: no model results (crfm-bench run)"
             )
         lb.write(board, p.paths.reports_dir, title=title)
+        if p.task.test_data is not None:
+            cross = lb.crossdata_from_outputs(p, p.task.test_data)
+            console.print(lb.render(cross, title=f"tested on {p.task.test_data}"))
     else:
         from crfm_bench import workflow
 
@@ -363,6 +390,65 @@ def report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None
     p = _params(params, set_)
     path = build_report(p)
     typer.echo(f"wrote {path} and {path.with_suffix('.md')}")
+
+
+@app.command("score")
+def score(
+    pred_dir: Annotated[
+        Path | None,
+        typer.Argument(help="Folder with one <subject>_sr.nii.gz per test subject."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Method name shown on the leaderboard (marked external).")
+    ] = None,
+    method_params: Annotated[
+        str | None,
+        typer.Option(help="The method's parameters as a JSON object (provenance only)."),
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="Paper or code URL (provenance).")] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="Instead: write the test split's inputs and a README to this zip."),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Score another method's predictions under the metric contract, or export its inputs.
+
+    The predictions are checked against the HR grid (shape, affine), dtype and finiteness
+    first; a bad file is one line naming it and exit code 2, with nothing logged.
+
+    Example: [bold]crfm-bench score --export test-inputs.zip[/bold], then
+    [bold]crfm-bench score preds/ --name mymethod --url https://github.com/me/mymethod[/bold]
+    """
+    from crfm_bench.errors import InputError
+
+    p = _params(params, set_)
+    console = _console()
+    if export is not None:
+        from crfm_bench.engine.export import export_test_split
+
+        if pred_dir is not None or name is not None:
+            raise InputError("score --export: give no PRED_DIR or --name with --export")
+        console.print(f"wrote {export_test_split(p, export)}")
+        return
+    from crfm_bench import workflow
+    from crfm_bench.engine.score import parse_method_params
+    from crfm_bench.report.leaderboard import render
+
+    if pred_dir is None or name is None:
+        raise InputError("score: give PRED_DIR and --name (or --export ZIP)")
+    _, board = workflow.score(
+        p,
+        pred_dir,
+        name,
+        method_params=parse_method_params(method_params),
+        url=url,
+        console=console,
+    )
+    if not board.empty:
+        console.print(render(board))
+        console.print(f"wrote {p.paths.reports_dir / 'leaderboard.md'}")
 
 
 @app.command("tune")

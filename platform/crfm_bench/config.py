@@ -138,6 +138,10 @@ class TaskConfig(_Section):
     reference: Contrast | None = "PDw"
     domain: Literal["kspace", "image"] = "kspace"
     scale: str = "2"
+    # another dataset folder (DIR/hr/manifest.csv) whose test split the trained models are
+    # also evaluated on ("trained on X, tested on Y"; crfm_bench.engine.crossdata). Excluded
+    # from dumps: it changes neither the training setting nor its run keys.
+    test_data: Path | None = Field(default=None, exclude=True)
 
     @field_validator("scale", mode="before")
     @classmethod

@@ -6,6 +6,10 @@ both: data -> degrade -> models -> engine -> report -> workflow -> cli).
   (:func:`crfm_bench.report.leaderboard.publish`: ``reports/leaderboard.*`` and MLflow), then
   the report (:func:`crfm_bench.report.build.build_report`: ``reports/index.{html,md}``).
 * :func:`leaderboard`: ``crfm-bench leaderboard`` from MLflow, read-only on the data.
+* :func:`cross`: ``crfm-bench run --test-data Y`` after the run: the trained models on Y's
+  test split (:mod:`crfm_bench.engine.crossdata`), then their own leaderboard.
+* :func:`score`: ``crfm-bench score``: external predictions scored
+  (:mod:`crfm_bench.engine.score`), then the setting's leaderboard.
 """
 
 from __future__ import annotations
@@ -80,3 +84,40 @@ def leaderboard(params: Params) -> RunResult:
 
     setting = open_setting(params, build_data=False)
     return RunResult(lb.publish(setting, params), None, setting.experiment)
+
+
+def cross(
+    params: Params,
+    names: list[str],
+    test_data: Path,
+    force: bool = False,
+    console=None,
+    leaderboard: bool = True,
+) -> pd.DataFrame:
+    """Evaluate the trained ``names`` on ``test_data``; with ``leaderboard``, rank them in
+    ``<reports_dir>/crossdata/leaderboard.*`` and log the table to the parent run (DVC's
+    per-model stages pass False)."""
+    import numpy as np
+
+    from crfm_bench.engine.crossdata import evaluate_cross
+    from crfm_bench.report import leaderboard as lb
+
+    out = evaluate_cross(params, names, test_data, force, console)
+    client = out.home.client
+    board = lb.collect(client, out.cross.experiment_id, out.home.spec_hash)
+    if leaderboard and not board.empty:
+        lb.write(board, out.cross.reports_dir, title=out.title)
+        client.log_table(
+            out.parent_id, data=board.replace({np.nan: None}), artifact_file="leaderboard.json"
+        )
+    return board
+
+
+def score(params: Params, pred_dir: Path, name: str, **kwargs) -> tuple[dict, pd.DataFrame]:
+    """Score external predictions (:func:`crfm_bench.engine.score.score_predictions`, same
+    keyword arguments), then publish the setting's leaderboard; (metrics.json, board)."""
+    from crfm_bench.engine.score import score_predictions
+    from crfm_bench.report import leaderboard as lb
+
+    doc, setting = score_predictions(params, pred_dir, name, **kwargs)
+    return doc, lb.publish(setting, params)

@@ -79,7 +79,7 @@ def print_info(data_dir: str | Path, console: Console | None = None) -> dict:
     console = console or Console()
     s = dataset_summary(data_dir)
     head = Table(title=f"Dataset {s['data_dir']}", show_header=False)
-    head.add_row("version (manifest sha256)", s["version"])
+    head.add_row("version (content hash)", s["version"])
     head.add_row("DVC md5 of data/hr", s["dvc_md5"] or "not recorded (run dvc repro / dvc commit)")
     head.add_row("source", ", ".join(s["sources"]))
     head.add_row("subjects", str(s["subjects"]))

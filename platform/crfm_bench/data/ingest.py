@@ -13,7 +13,8 @@ Steps, in this order, so that a bad dataset fails before anything is written:
    world space;
 4. **write**, staged with :func:`crfm_bench.atomic.atomic_dir`: one float32
    ``<subject>_<contrast>.nii.gz`` per (subject, contrast), all of a subject's contrasts on
-   the target contrast's grid, ``manifest.csv`` (:data:`~crfm_bench.data.manifest.HR_COLUMNS`)
+   the target contrast's grid, ``manifest.csv`` (:data:`~crfm_bench.data.manifest.HR_COLUMNS`; its content
+   version covers the voxels, grids, splits and the ingest settings, not ``src``)
    and ``fingerprint.json``. A failure anywhere leaves an earlier ``out_dir`` untouched.
 
 Resampling by the affines. With :math:`A_s`, :math:`A_t` the voxel-to-world (RAS, mm)
@@ -316,6 +317,18 @@ def ingest_dataset(
         ignored=sorted(scan.ignored),
         splits={k: sum(v == k for v in split_of.values()) for k in SPLITS},
     )
+    # the settings that shape the data (hashed into the dataset version); never src or out_dir
+    recipe = {
+        "kind": kind,
+        "target": target,
+        "contrasts": list(needed),
+        "shape_multiple": shape_multiple,
+        "resample_order": RESAMPLE_ORDER,
+        "grid_atol": GRID_ATOL,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+    }
     rows = []
     with atomic_dir(out_dir) as stage:
         for subject in report.subjects:
@@ -341,6 +354,7 @@ def ingest_dataset(
                         source=kind,
                         resampled=resampled,
                         origin=str(chosen[contrast].path.absolute()),
+                        recipe=recipe,
                     )
                 )
         write_manifest(pd.DataFrame(rows), stage / "manifest.csv")

@@ -8,20 +8,29 @@ contrast      T1w, T2w, PDw or FLAIR
 path          file path relative to the manifest's folder
 shape         ``X,Y,Z`` voxels
 spacing       ``dx,dy,dz`` mm
-sha256        of the file's bytes
+sha256        of the file's bytes (integrity check; depends on the compressor)
 split         train, val or test (by subject, deterministic)
 source        synthetic, ixi, brats or bids
 resampled     True when the volume was brought onto another contrast's grid
-origin        the original file (ingest) or the recipe (synthetic)
+data_sha256   of the voxel data as little-endian float32, C order (:func:`voxel_sha256`)
+affine        the voxel-to-world affine's top three rows as stored (:func:`fmt_affine`)
+recipe        JSON of the synth/ingest settings that shape the data (no paths)
+origin        provenance only: the original file (ingest) or the recipe (synthetic)
 ============  ==========================================================
 
 Degradation manifests (``<data>/lr/<domain>-<scale>/manifest.csv``) add ``domain``,
 ``scale``, ``hr_path``, ``lr_path`` and every parameter and seed of the operator.
+
+Dataset versions are content addresses (:func:`manifest_version`): a hash of what the data
+*is* (per volume its voxel sha256, shape, spacing, affine and split, plus the settings that
+made it), never of where it lies, who made it or when. The same data ingested through two
+paths, or on two machines, has one version; one changed voxel or split gives another.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -41,8 +50,53 @@ HR_COLUMNS = (
     "split",
     "source",
     "resampled",
+    "data_sha256",
+    "affine",
+    "recipe",
     "origin",
 )
+# what every HR manifest has had since the first release (older ones lack the content columns)
+HR_REQUIRED = (
+    "subject",
+    "contrast",
+    "path",
+    "shape",
+    "spacing",
+    "sha256",
+    "split",
+    "source",
+    "resampled",
+    "origin",
+)
+# the fields a version hashes, per row (HR and LR manifests); never paths or provenance
+HR_VERSION_FIELDS = (
+    "subject",
+    "contrast",
+    "shape",
+    "spacing",
+    "affine",
+    "data_sha256",
+    "split",
+    "source",
+    "resampled",
+    "recipe",
+)
+LR_VERSION_FIELDS = (
+    "subject",
+    "contrast",
+    "split",
+    "domain",
+    "scale",
+    "lr_shape",
+    "lr_spacing",
+    "affine",
+    "data_sha256",
+    "zf_data_sha256",
+    "hr_data_sha256",
+    "seed",
+    "params",
+)
+VERSION_SCHEMA = "crfm-bench/content-version/1"
 SPLITS = ("train", "val", "test")
 
 
@@ -53,6 +107,25 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def voxel_sha256(data: np.ndarray) -> str:
+    """Hex sha256 of voxel data as little-endian float32 in C order (what crfm-bench writes).
+
+    Independent of the file's compression, header padding or name, unlike the file's sha256.
+    """
+    arr = np.ascontiguousarray(np.asarray(data, dtype="<f4"))
+    return hashlib.sha256(arr.tobytes()).hexdigest()
+
+
+def fmt_affine(affine: np.ndarray) -> str:
+    """The top three rows of a voxel-to-world affine as 12 numbers, ``"a,b,...,l"``.
+
+    Values are taken at the float32 precision a NIfTI header stores (so an affine before
+    saving and the same affine read back give one string) and written to 1e-5 mm.
+    """
+    a = np.asarray(affine, dtype=np.float32).astype(np.float64)[:3].reshape(-1)
+    return ",".join(f"{round(float(v), 5) + 0.0:.5f}" for v in a)
 
 
 def fmt_tuple(values: Iterable[float], digits: int = 4) -> str:
@@ -114,8 +187,13 @@ def save_hr_entry(
     source: str,
     resampled: bool,
     origin: str,
+    recipe: dict,
 ) -> dict:
-    """Save ``<subject>_<contrast>.nii.gz`` in ``folder``; return its HR manifest row."""
+    """Save ``<subject>_<contrast>.nii.gz`` in ``folder``; return its HR manifest row.
+
+    ``recipe``: the settings that shaped the data (hashed into the version; no paths);
+    ``origin``: provenance (kept in the manifest, outside the version).
+    """
     from crfm_bench.data.volume import save_volume
 
     name = f"{subject}_{contrast}.nii.gz"
@@ -130,11 +208,14 @@ def save_hr_entry(
         "split": split,
         "source": source,
         "resampled": resampled,
+        "data_sha256": voxel_sha256(data),
+        "affine": fmt_affine(affine),
+        "recipe": json.dumps(recipe, sort_keys=True, separators=(",", ":")),
         "origin": origin,
     }
 
 
-def read_manifest(path: str | Path, required: Sequence[str] = HR_COLUMNS) -> pd.DataFrame:
+def read_manifest(path: str | Path, required: Sequence[str] = HR_REQUIRED) -> pd.DataFrame:
     """Read a manifest and check it has the ``required`` columns."""
     path = Path(path)
     if not path.is_file():
@@ -154,6 +235,62 @@ def resolve(manifest_path: str | Path, relative: str) -> Path:
     return (Path(manifest_path).parent / relative).resolve()
 
 
+def _blank(value: str) -> bool:
+    return value.strip() in ("", "nan", "NaN")
+
+
+def _fill_content(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Voxel sha256 and affine of rows that lack them (manifests written before content
+    versions), read from the files; LR rows also get their HR source's voxel sha256."""
+    from crfm_bench.data.volume import load_volume
+
+    lr = "domain" in df.columns
+    df = df.copy()
+    for col in ("data_sha256", "affine", *(("zf_data_sha256", "hr_data_sha256") if lr else ())):
+        if col not in df.columns:
+            df[col] = ""
+    for i, row in df.iterrows():
+        if _blank(row["data_sha256"]) or _blank(row["affine"]):
+            vol = load_volume(resolve(path, row["lr_path" if lr else "path"]))
+            df.at[i, "data_sha256"] = voxel_sha256(vol.data)
+            df.at[i, "affine"] = fmt_affine(vol.affine)
+        if lr and _blank(row["hr_data_sha256"]):
+            df.at[i, "hr_data_sha256"] = voxel_sha256(load_volume(resolve(path, row["hr_path"])).data)
+        if lr and _blank(row["zf_data_sha256"]) and not _blank(row.get("zf_path", "")):
+            df.at[i, "zf_data_sha256"] = voxel_sha256(load_volume(resolve(path, row["zf_path"])).data)
+    return df
+
+
+def content_version(path: str | Path) -> str:
+    """Full hex content address of the HR or LR manifest at ``path`` (see the module doc).
+
+    sha256 of a canonical JSON of :data:`HR_VERSION_FIELDS` (or :data:`LR_VERSION_FIELDS`
+    for a degradation manifest, recognised by its ``domain`` column) of every row, sorted
+    by subject and contrast, as written in the CSV. Paths, file hashes, ``origin`` and
+    anything else in the manifest are left out. Rows of manifests written before these
+    columns existed are completed from the files (:func:`_fill_content`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: manifest not found (build the dataset first)")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a readable manifest ({exc})") from None
+    lr = "domain" in df.columns
+    fields = LR_VERSION_FIELDS if lr else HR_VERSION_FIELDS
+    df = _fill_content(df, path)
+    for col in fields:
+        if col not in df.columns:
+            df[col] = ""
+    rows = sorted(
+        ([str(r[c]) for c in fields] for _, r in df.iterrows()), key=lambda r: (r[0], r[1])
+    )
+    doc = {"schema": VERSION_SCHEMA, "kind": "lr" if lr else "hr", "fields": fields, "rows": rows}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def manifest_version(path: str | Path) -> str:
-    """Short dataset version: the first 12 hex digits of the manifest file's sha256."""
-    return sha256_file(path)[:12]
+    """Short dataset (or LR) version: the first 12 hex digits of :func:`content_version`."""
+    return content_version(path)[:12]

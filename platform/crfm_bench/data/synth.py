@@ -260,6 +260,7 @@ def synthesize_dataset(
     out_dir = Path(out_dir)
     ids = [f"sub-{i:03d}" for i in range(cfg.n_subjects)]
     splits = assign_splits(ids, cfg.n_val, cfg.n_test, cfg.seed)
+    recipe = {"generator": "icbm2009a", **cfg.model_dump(mode="json")}
     rows = []
     with atomic_dir(out_dir) as stage:
         iterator = _progress(range(cfg.n_subjects), "synthesising subjects", progress)
@@ -279,6 +280,7 @@ def synthesize_dataset(
                         source="synthetic",
                         resampled=False,
                         origin=f"icbm2009a:{cfg.field_strength}T:seed={cfg.seed}:index={i}",
+                        recipe=recipe,
                     )
                 )
         manifest = pd.DataFrame(rows)

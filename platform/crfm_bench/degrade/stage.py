@@ -10,6 +10,10 @@ each (domain, scale) writes ``<data_dir>/lr/<domain>-<scale>/`` whole or not at 
 * ``manifest.csv``: one row per volume, columns :data:`LR_COLUMNS` (paths relative to the
   folder; ``zf_path`` empty when no zero-filled file; ``noise_sigma`` empty without noise).
 
+The LR version (:func:`crfm_bench.data.manifest.manifest_version`) is a content address, as
+the HR one: per volume the LR voxels' sha256, grid, affine, split, the operator's
+parameters and seed, and the HR source's voxel sha256 -- never the folder it lies in.
+
 Reproducibility: each volume's random generator is seeded by :func:`volume_seed` from
 (``degrade.seed``, subject, contrast, domain, scale) only, so results do not depend on order,
 on ``degrade.workers`` or on which other volumes are processed. nibabel writes gzip
@@ -39,10 +43,12 @@ import pandas as pd
 from crfm_bench.atomic import atomic_dir, ensure_writable_dir
 from crfm_bench.config import Params
 from crfm_bench.data.manifest import (
+    fmt_affine,
     fmt_tuple,
     read_manifest,
     resolve,
     sha256_file,
+    voxel_sha256,
     write_manifest,
 )
 from crfm_bench.data.volume import Volume, load_volume, save_volume
@@ -68,6 +74,10 @@ LR_COLUMNS = (
     "params",
     "sha256",
     "hr_sha256",
+    "data_sha256",
+    "affine",
+    "zf_data_sha256",
+    "hr_data_sha256",
 )
 
 
@@ -149,6 +159,10 @@ def degrade_volume(job: VolumeJob) -> dict[str, Any]:
         "params": json.dumps(op.describe(), sort_keys=True),
         "sha256": sha256_file(lr_file),
         "hr_sha256": job.hr_sha256 or "",
+        "data_sha256": voxel_sha256(lr.data),
+        "affine": fmt_affine(lr.affine),
+        "zf_data_sha256": voxel_sha256(zf.data) if zf is not None else "",
+        "hr_data_sha256": voxel_sha256(hr.data),
     }
 
 

@@ -51,9 +51,13 @@ def collect(client, experiment_id: str | None, spec_hash: str) -> pd.DataFrame:
         if model in seen:
             continue
         seen.add(model)
+        external = run.data.tags.get("crfm.external") == "true"
         rows.append(
             row_from_metrics(
-                model, run.data.metrics, run.data.tags.get(RUN_KEY_TAG), run.info.run_id
+                model,
+                {**run.data.metrics, "external": external},
+                run.data.tags.get(RUN_KEY_TAG),
+                run.info.run_id,
             )
         )
     return rank(rows)
@@ -134,6 +138,7 @@ def row_from_metrics(model: str, m: dict, key: str | None, run_id: str | None) -
         row[e] = m.get(e, np.nan)
     row["n_subjects"] = m.get("test_n_subjects", np.nan)
     row["seeds"] = m.get("seeds", 1)
+    row["external"] = bool(m.get("external", False))  # scored by `crfm-bench score`
     row["run_key"] = key
     row["run_id"] = run_id
     return row
@@ -194,12 +199,17 @@ def _pm(row, key: str, digits: int) -> str:
     )
 
 
+def shown_name(row) -> str:
+    """The model's name, marked when its predictions came from outside (``crfm-bench score``)."""
+    return f"{row['model']} (external)" if bool(row.get("external", False)) else str(row["model"])
+
+
 def cells(board: pd.DataFrame) -> list[list[str]]:
     """Formatted cells per row under :data:`HEADER`: mean ± std over subjects, then efficiency."""
     return [
         [
             str(r["rank"]),
-            str(r["model"]),
+            shown_name(r),
             _pm(r, "psnr", 2),
             _pm(r, "ssim", 4),
             _pm(r, "psnr_masked", 2),
@@ -255,7 +265,7 @@ def short_cells(board: pd.DataFrame) -> list[list[str]]:
     return [
         [
             str(r["rank"]),
-            str(r["model"]),
+            shown_name(r),
             _pm(r, "psnr", 2),
             _pm(r, "ssim", 4),
             fmt_num(r["psnr_masked"], ".2f"),
@@ -333,4 +343,39 @@ def publish(setting, params, parent_id: str | None = None) -> pd.DataFrame:
             "mlflow.note.content",
             description(board, setting.experiment, setting.spec_hash),
         )
+    return board
+
+
+def crossdata_from_outputs(params, test_data: Path) -> pd.DataFrame:
+    """The "trained on X, tested on Y" leaderboard from ``<runs_dir>/crossdata/*`` (no MLflow;
+    what DVC versions), written to ``<reports_dir>/crossdata/leaderboard.{csv,md}``."""
+    from crfm_bench.data.manifest import manifest_version
+    from crfm_bench.errors import MissingInputError
+    from crfm_bench.metrics import metric_spec, metric_spec_hash
+
+    trained_on = manifest_version(params.paths.data_dir / "hr" / "manifest.csv")
+    tested_on = manifest_version(Path(test_data) / "hr" / "manifest.csv")
+    ranked, _ = select_model_dirs(
+        params.paths.runs_dir / "crossdata",
+        metric_spec_hash(metric_spec(params.eval.slice_axis)),
+        tested_on,
+        params.task.model_dump(mode="json"),
+    )
+    rows = [
+        row_from_metrics(m["model"], m, m.get("run_key"), m.get("run_id"))
+        for _, m in ranked
+        if m.get("trained_on") == trained_on
+    ]
+    board = rank(rows)
+    if board.empty:
+        raise MissingInputError(
+            f"{params.paths.runs_dir / 'crossdata'}: no model trained on {trained_on} and "
+            f"tested on {tested_on} (crfm-bench run --test-data {test_data})"
+        )
+    t = params.task
+    title = (
+        f"trained on {trained_on}, tested on {tested_on}: {t.target}<-{t.reference or 'none'} "
+        f"{t.domain} x{t.scale}"
+    )
+    write(board, params.paths.reports_dir / "crossdata", title=title)
     return board
