@@ -9,7 +9,7 @@ import pytest
 
 from crfm_bench.config import DEFAULT_MODELS, load_params
 from crfm_bench.errors import InputError
-from crfm_bench.models import create_model, model_info
+from crfm_bench.models import model_info
 from crfm_bench.models.registry import applicable_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,13 +39,14 @@ def test_benchmark_residual_reaches_every_learned_model_and_per_model_overrides_
         ROOT / "params.yaml",
         ["benchmark.residual=none", "models.edsr.options={residual: tricubic}"],
     )
-    assert params.model_config_for("crfm").options["residual"] == "none"
-    assert params.model_config_for("minet").options["residual"] == "none"
-    assert params.model_config_for("edsr").options["residual"] == "tricubic"
+    from crfm_bench.engine.build import build_model, model_options
+
+    assert model_options(params, "crfm")["residual"] == "none"
+    assert model_options(params, "minet")["residual"] == "none"
+    assert model_options(params, "edsr")["residual"] == "tricubic"
     # training-free models have no residual, whatever the benchmark says
-    assert "residual" not in params.model_config_for("tricubic").options
-    mcfg = params.model_config_for("crfm")
-    assert create_model("crfm", 3, 2, size=mcfg.size, **mcfg.options).residual == "none"
+    assert "residual" not in model_options(params, "tricubic")
+    assert build_model(params, "crfm").residual == "none"
     # the stored section is not rewritten
     assert "residual" not in params.models["crfm"].options
 
@@ -96,12 +97,13 @@ def test_paper_size_is_a_valid_model_setting() -> None:
 
 def test_the_training_worker_builds_models_with_the_benchmark_residual() -> None:
     # what a Ray Train worker does with the params it receives (engine.loop.build_model)
-    from crfm_bench.engine.loop import build_model
+    from crfm_bench.config import Params
+    from crfm_bench.engine.build import build_model
 
     params = load_params(ROOT / "params.yaml", ["benchmark.residual=none"])
-    tree = params.model_dump(mode="json")
-    assert build_model(tree, "edsr").residual == "none"
-    assert build_model(tree, "minet", {"n_feats": 8}).residual == "none"
-    default = load_params(ROOT / "params.yaml").model_dump(mode="json")
+    tree = params.model_dump(mode="json")  # what the worker receives, validated again there
+    assert build_model(Params.model_validate(tree), "edsr").residual == "none"
+    assert build_model(Params.model_validate(tree), "minet", {"n_feats": 8}).residual == "none"
+    default = load_params(ROOT / "params.yaml")
     assert build_model(default, "crfm-noref").residual == "tricubic"
     assert build_model(default, "zerofill").residual == "none"

@@ -189,9 +189,10 @@ def models_list(
     p = load_params(params if params.is_file() else None, overrides or [])
     names = list_models(pattern) if pattern else list_models()
     configs = {}
+    from crfm_bench.engine.build import model_options
+
     for name in names:
-        mcfg = p.model_config_for(name)
-        configs[name] = (mcfg.size, mcfg.options)
+        configs[name] = (p.model_config_for(name).size, model_options(p, name))
     table = model_table(spatial_dims=3, scale=scale or p.task.scale, configs=configs)
     table = table[table["name"].isin(names)]
     out = Table(title=f"crfm-bench models (3D, x{scale or p.task.scale})")

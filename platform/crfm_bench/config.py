@@ -308,27 +308,10 @@ class Params(_Section):
     tune: TuneConfig = Field(default_factory=TuneConfig)
 
     def model_config_for(self, name: str) -> ModelConfig:
-        """Effective settings of model ``name`` (defaults when ``models`` does not list it).
-
-        For a learned model, ``options.residual`` is filled in from ``benchmark.residual``
-        unless ``models.<name>.options.residual`` sets it; so the residual reaches every place
-        that builds the model from its options, and the run key that hashes them.
-        Training-free and unknown models are returned as configured.
-        """
-        cfg = self.models.get(name, ModelConfig())
-        if "residual" in cfg.options or not _is_learned(name):
-            return cfg
-        return cfg.model_copy(
-            update={"options": {**cfg.options, "residual": self.benchmark.residual}}
-        )
-
-
-def _is_learned(name: str) -> bool:
-    """Whether the registry knows ``name`` as a trainable model (imported lazily: the schema
-    itself does not depend on the model zoo)."""
-    from crfm_bench.models import list_models, model_info
-
-    return name in list_models() and model_info(name).trainable
+        """Settings of model ``name`` as configured (defaults when ``models`` does not list
+        it). The effective constructor options, with ``benchmark.residual`` filled in for a
+        learned model, are :func:`crfm_bench.engine.build.model_options`."""
+        return self.models.get(name, ModelConfig())
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:

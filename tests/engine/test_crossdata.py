@@ -77,13 +77,12 @@ def cross(tmp_path_factory):
     from rich.console import Console
 
     from crfm_bench import workflow
-    from crfm_bench.engine.run import run_benchmark
 
     root = tmp_path_factory.mktemp("cross")
     params = load_params(write_params(root))
     other = make_other_dataset(root / "other")
     console = Console(quiet=True)
-    run_benchmark(params, ["tricubic"], console=console)
+    workflow.run(params, ["tricubic"], console=console, report=False)
     board = workflow.cross(params, ["tricubic"], other, console=console)
     return {"root": root, "params": params, "other": other, "board": board}
 

@@ -24,9 +24,16 @@ def split_overrides(overrides: dict[str, Any] | None) -> tuple[dict[str, Any], d
 
 def model_options(params: Params, name: str, overrides: dict[str, Any] | None = None) -> dict:
     """Constructor options of ``name``: ``models.<name>.options`` updated by the model options
-    of ``overrides``."""
+    of ``overrides``; a learned model without its own ``residual`` gets ``benchmark.residual``
+    (the one benchmark-wide global residual: every place that builds a model, and the run
+    key, read the options here)."""
+    from crfm_bench.models import list_models, model_info
+
     _, options = split_overrides(overrides)
-    return {**params.model_config_for(name).options, **options}
+    options = {**params.model_config_for(name).options, **options}
+    if "residual" not in options and name in list_models() and model_info(name).trainable:
+        options["residual"] = params.benchmark.residual
+    return options
 
 
 def build_model(params: Params, name: str, overrides: dict[str, Any] | None = None):

@@ -163,11 +163,11 @@ def evaluate_cross(
     from mlflow.entities import Metric, Param
 
     from crfm_bench.atomic import atomic_dir
+    from crfm_bench.engine.build import build_model
     from crfm_bench.engine.data import load_cases
     from crfm_bench.engine.evaluate import evaluate_cases
     from crfm_bench.engine.run import _flat, model_payload, open_setting, subject_summary
-    from crfm_bench.models import create_model, model_info
-    from crfm_bench.scale import parse_scale
+    from crfm_bench.models import model_info
     from crfm_bench.tracking import (
         DATA_TAG,
         KIND_TAG,
@@ -182,7 +182,6 @@ def evaluate_cross(
     home = open_setting(params)
     cross = open_cross_setting(params, home, test_data)
     client = home.client
-    scale = parse_scale(params.task.scale, what="task.scale")
     cases = load_cases(cross.params, ("test",))
     title = f"trained on {cross.trained_on}, tested on {cross.tested_on}: {home.experiment}"
     if console is not None:
@@ -231,8 +230,7 @@ def evaluate_cross(
                 if console is not None:
                     console.print(f"[green]{name}[/green]: evaluated on {cross.tested_on} before")
                 continue
-            mcfg = params.model_config_for(name)
-            model = create_model(name, spatial_dims=3, scale=scale, size=mcfg.size, **mcfg.options)
+            model = build_model(params, name)
             train_run = trained[0] if trained else None
             if model_info(name).trainable:
                 model.load_state_dict(trained_weights(client, train_run.info.run_id))

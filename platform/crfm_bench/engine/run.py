@@ -45,7 +45,7 @@ import torch
 
 from crfm_bench.config import Params
 from crfm_bench.data.manifest import manifest_version
-from crfm_bench.engine.build import build_model
+from crfm_bench.engine.build import build_model, model_options
 from crfm_bench.engine.data import lr_dir
 from crfm_bench.errors import InputError, MissingInputError
 from crfm_bench.metrics import METRIC_NAMES
@@ -179,7 +179,10 @@ def model_payload(params: Params, name: str, setting: Setting, seed: int | None 
         train["seed"] = seed
     return {
         "model": name,
-        "model_config": params.model_config_for(name).model_dump(mode="json"),
+        "model_config": {
+            **params.model_config_for(name).model_dump(mode="json"),
+            "options": model_options(params, name),  # with benchmark.residual filled in
+        },
         "train": train,
         "task": params.task.model_dump(mode="json"),
         "eval": params.eval.model_dump(mode="json"),

@@ -218,13 +218,15 @@ def model_rows(params: Params, results: list[ModelResult]) -> list[list[str]]:
     Size, residual and loss are the model as ``params`` configures it (the run key ties a
     result to that configuration); a ``residual``/``loss`` recorded in ``metrics.json`` wins.
     """
+    from crfm_bench.engine.build import model_options
     from crfm_bench.models.registry import model_card
 
     rows = []
     for r in results:
         mcfg = params.model_config_for(r.name)
         try:
-            card = model_card(r.name, 3, params.task.scale, mcfg.size, mcfg.options)
+            options = model_options(params, r.name)
+            card = model_card(r.name, 3, params.task.scale, mcfg.size, options)
         except (InputError, KeyError):
             card = {}
         n = r.metrics.get("params", card.get("params"))
