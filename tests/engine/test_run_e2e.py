@@ -292,12 +292,70 @@ def test_two_ray_train_workers_train_with_ddp(project, mlflow_runs):
     assert len({p.read_text() for p in pids}) == 2  # two distinct worker processes
 
 
+@pytest.fixture
+def other_ray_on_host(free_port):
+    """Someone else's Ray on this machine, started the plain way (``ray start --head``, default
+    temp dir, so it is the cluster ``ray.init()`` and Ray's state API would auto-detect),
+    with the user's own token: the situation in which the suite used to hang under load."""
+    from crfm_bench.stackenv import ensure_ray_token
+
+    ensure_ray_token()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # loopback only
+    env.pop("RAY_ADDRESS", None)
+    ports = [free_port() for _ in range(6)]
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            "--block",
+            f"--port={ports[0]}",
+            "--num-cpus=1",
+            f"--dashboard-port={ports[1]}",
+            f"--dashboard-agent-listen-port={ports[2]}",
+            f"--dashboard-agent-grpc-port={ports[3]}",
+            f"--metrics-export-port={ports[4]}",
+            f"--runtime-env-agent-port={ports[5]}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"127.0.0.1:{ports[0]}"
+    deadline = time.monotonic() + 120
+    while True:
+        probe = subprocess.run(
+            [str(Path(sys.executable).with_name("ray")), "status", f"--address={address}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if probe.returncode == 0 and "CPU" in probe.stdout:
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the other Ray (ray start --head) did not come up within 120 s")
+        time.sleep(1)
+    yield address
+    proc.terminate()  # --block: this stops that cluster's processes only
+    try:
+        proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    current = Path("/tmp/ray/ray_current_cluster")  # written by that `ray start`: ours to remove
+    if current.is_file() and current.read_text().strip() == address:
+        current.unlink()
+
+
 @pytest.mark.slow
-def test_tune_trials_each_drive_a_two_worker_ray_train_run(project, mlflow_runs):
+def test_tune_trials_each_drive_a_two_worker_ray_train_run(project, mlflow_runs, other_ray_on_host):
     # Train V2 in Tune: each trial launches a TorchTrainer of two DDP workers and forwards its
     # reports through TuneReportCallback. ASHA stops trials before their function returns (at
     # the grace period or at max_t); the next trial must still get the workers' CPUs (without
     # Ray's state API the stopped trial's placement group leaked and the search hung).
+    # Another Ray runs on the host meanwhile: the state API that frees a stopped trial's
+    # workers must ask crfm-bench's own Ray, not auto-detect that one (issue 11's hang).
     project.write(
         {
             "train": {"num_workers": 2},

@@ -204,7 +204,19 @@ def trial_callback(table: TrialTable):
     from ray.tune import Callback
 
     class _TrialProgress(Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            table.update(trial.trial_id, trial.config.get("sample", {}), result)
+        def __init__(self, live: TrialTable) -> None:  # an argument, not a closure: see below
+            self.table: TrialTable | None = live
 
-    return _TrialProgress()
+        def __getstate__(self) -> dict:
+            # Tune pickles its run config with the experiment state; the live table (a rich
+            # console, with locks) belongs to this driver only and is not saved
+            return {}
+
+        def __setstate__(self, state: dict) -> None:
+            self.table = None
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            if self.table is not None:
+                self.table.update(trial.trial_id, trial.config.get("sample", {}), result)
+
+    return _TrialProgress(table)

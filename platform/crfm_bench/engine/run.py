@@ -718,6 +718,10 @@ def run_benchmark(
     from crfm_bench.models.registry import applicable_models
 
     console = console or Console()
+    if address:  # --address reaches every step that starts Ray (the degrade stage too)
+        params = params.model_copy(
+            update={"ray": params.ray.model_copy(update={"address": address})}
+        )
     requested = models
     if not requested:  # benchmark.models: a model not meant for the task's domain is dropped
         requested, dropped = applicable_models(params.benchmark.models, params.task.domain)
