@@ -71,7 +71,16 @@ def setup_tracking(cfg: TrackingConfig):
     check_tracking(uri, cfg.timeout_s)
     import mlflow
 
+    # MLflow also exports the URI as MLFLOW_TRACKING_URI for subprocesses. tracking_uri()
+    # reads that variable as the user's choice, so a second setting in the same process (a
+    # library user, the tests) would silently track into the first one's store: keep the
+    # environment as the user set it (the workers get the URI explicitly).
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     return mlflow.MlflowClient(uri)
 
 

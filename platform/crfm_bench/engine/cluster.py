@@ -32,6 +32,7 @@ _local = False
 # Ray's switch for its single-machine mode (node address 127.0.0.1, servers on loopback)
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _saved_single_machine: tuple[str | None, bool] | None = None
+_api_server_set: str | None = None  # the RAY_API_SERVER_ADDRESS this process exported
 
 
 def loopback_only(enabled: bool) -> None:
@@ -100,7 +101,8 @@ def _state_api_of_this_ray() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    global _api_server_set
+    _api_server_set = os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     return port
 
 
@@ -120,6 +122,8 @@ def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
     if address and address != "auto":
         check_reachable(address)
     loopback_only(not address)
+    if address and os.environ.get("RAY_API_SERVER_ADDRESS") == _api_server_set:
+        os.environ.pop("RAY_API_SERVER_ADDRESS")  # ours, for an earlier local Ray: not theirs
     try:
         if address:
             ray.init(address=address, log_to_driver=verbose)
