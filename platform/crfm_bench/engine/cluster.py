@@ -122,8 +122,8 @@ def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
     if address and address != "auto":
         check_reachable(address)
     loopback_only(not address)
-    if address and os.environ.get("RAY_API_SERVER_ADDRESS") == _api_server_set:
-        os.environ.pop("RAY_API_SERVER_ADDRESS")  # ours, for an earlier local Ray: not theirs
+    if address and _api_server_set and os.environ.get("RAY_API_SERVER_ADDRESS") == _api_server_set:
+        del os.environ["RAY_API_SERVER_ADDRESS"]  # ours, for an earlier local Ray: not theirs
     try:
         if address:
             ray.init(address=address, log_to_driver=verbose)
