@@ -334,7 +334,33 @@ def restore_outputs(
         for item in Path(local_dl).iterdir():
             item.rename(stage / item.name)
         shutil.rmtree(dl, ignore_errors=True)
+        regzip(stage)
     return True
+
+
+def regzip(folder: Path) -> int:
+    """Gzip again every ``*.gz`` file under ``folder`` that arrives uncompressed; return how
+    many.
+
+    MLflow's S3 store uploads a ``.nii.gz`` with ``Content-Encoding: gzip`` (guessed from the
+    name), and an HTTP download through the tracking server then inflates it on the way:
+    the voxels arrive intact, but a file named ``.gz`` that is not gzip is unreadable. A
+    server started with ``MLFLOW_S3_UPLOAD_EXTRA_ARGS='{"ContentEncoding": "identity"}'``
+    stores them as they are (docs/cluster.md); this repairs what other servers return.
+    """
+    import gzip
+
+    count = 0
+    for path in folder.rglob("*.gz"):
+        with path.open("rb") as f:
+            if f.read(2) == b"\x1f\x8b":
+                continue
+        tmp = path.with_name(path.name + ".tmp")
+        with path.open("rb") as src, gzip.open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        tmp.replace(path)
+        count += 1
+    return count
 
 
 FigureHook = Callable[[Path, str], Callable | None]
