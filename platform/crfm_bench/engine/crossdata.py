@@ -131,7 +131,7 @@ def open_cross_setting(params: Params, home, test_data: Path) -> CrossSetting:
 
 def trained_weights(client, run_id: str) -> dict:
     """The model state dict a finished run logged under ``checkpoint/``."""
-    from crfm_bench.engine.loop import CHECKPOINT_FILE
+    from crfm_bench.engine.state import CHECKPOINT_FILE
 
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(client.download_artifacts(run_id, "checkpoint", tmp))
