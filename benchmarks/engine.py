@@ -558,7 +558,7 @@ def run(
     """The whole benchmark; results as a JSON-able dict."""
     import ray
 
-    from crfm_bench.engine.cluster import ensure_ray
+    from crfm_bench.cluster import ensure_ray
 
     t_start = time.perf_counter()
     torch.set_num_threads(threads)

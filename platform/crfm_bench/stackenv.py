@@ -4,10 +4,10 @@ Applied once by the CLI (and the tests) before Ray, MLflow or DVC are imported; 
 user has set are kept.
 
 Security (STACK.md, "Security"): Ray 2.59+ protects a cluster with token authentication
-unless ``RAY_AUTH_MODE=disabled``. crfm-bench never disables it: ``RAY_AUTH_MODE=token`` is
+unless the user opts out (auth mode "disabled"). crfm-bench never does: ``RAY_AUTH_MODE=token`` is
 set explicitly (so every process we start, and every worker, agrees on the mode), and the
 token is created privately (:func:`ensure_ray_token`). Where the local Ray listens is decided
-in :mod:`crfm_bench.engine.cluster` (loopback only).
+in :mod:`crfm_bench.cluster` (loopback only).
 """
 
 from __future__ import annotations

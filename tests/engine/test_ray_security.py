@@ -119,7 +119,7 @@ HEAD = textwrap.dedent(
     """
     import sys
     from crfm_bench.config import RayConfig
-    from crfm_bench.engine.cluster import ensure_ray
+    from crfm_bench.cluster import ensure_ray
     ensure_ray(RayConfig(num_cpus=1, dashboard=False))
     import ray
     print("GCS", ray.get_runtime_context().gcs_address, flush=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from crfm_bench.cluster import check_worker_group_fits, worker_group
 from crfm_bench.config import Params
-from crfm_bench.engine.cluster import check_worker_group_fits, worker_group
 from crfm_bench.errors import InputError
 
 

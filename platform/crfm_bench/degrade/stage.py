@@ -218,10 +218,10 @@ def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[], No
 @contextlib.contextmanager
 def _ray_session(params: Params) -> Iterator[None]:
     """Ray for the degradation tasks, joined or started as every command does
-    (:func:`crfm_bench.engine.cluster.ensure_ray`); shut down only if this call started it."""
+    (:func:`crfm_bench.cluster.ensure_ray`); shut down only if this call started it."""
     import ray
 
-    from crfm_bench.engine.cluster import ensure_ray
+    from crfm_bench.cluster import ensure_ray
 
     started = not ray.is_initialized()
     ensure_ray(params.ray)

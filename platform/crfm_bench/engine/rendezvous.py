@@ -4,7 +4,7 @@ Ray's default ``TorchConfig`` starts ``torch.distributed``'s TCPStore on rank 0 
 or ``tcp://``). That store listens on every interface (torch gives it no bind address) and
 has no authentication, so on the local Ray it would be the one port open beyond loopback
 (found by ``tests/engine/test_ray_security.py``). :class:`LoopbackTorchConfig` replaces the
-rendezvous, for the local Ray only (:func:`crfm_bench.engine.cluster.torch_config`):
+rendezvous, for the local Ray only (:func:`torch_config`):
 
 * one worker: no process group at all. ``ray.train.torch.prepare_model`` wraps nothing in
   DDP and ``prepare_data_loader`` adds no distributed sampler when the world size is 1;
@@ -84,3 +84,16 @@ class LoopbackTorchConfig(TorchConfig):
     @property
     def backend_cls(self):
         return LoopbackTorchBackend
+
+
+def torch_config():
+    """The Ray Train ``TorchConfig`` for a training worker group.
+
+    On a cluster: Ray's own (the rendezvous store of rank 0 must be reachable from the other
+    nodes). On the local loopback-only Ray: :class:`LoopbackTorchConfig`, because
+    ``torch.distributed``'s TCPStore, which Ray's default rendezvous starts on rank 0, listens
+    on every interface (torch has no bind address for it) and has no authentication.
+    """
+    from crfm_bench.cluster import loopback_ray
+
+    return LoopbackTorchConfig() if loopback_ray() else TorchConfig()

@@ -486,7 +486,7 @@ class BenchmarkRun:
         """Train on Ray Train; load the final weights into ``model``; (seconds, final state)."""
         import ray
 
-        from crfm_bench.engine.cluster import ensure_ray
+        from crfm_bench.cluster import ensure_ray
         from crfm_bench.engine.data import load_cases
         from crfm_bench.engine.state import load_state, restore_state
         from crfm_bench.engine.trainer import fit_model
@@ -739,7 +739,7 @@ def run_benchmark(
     MLflow parent run, which is terminated on return (FINISHED, FAILED or KILLED)."""
     from rich.console import Console
 
-    from crfm_bench.engine.cluster import check_worker_group_fits
+    from crfm_bench.cluster import check_worker_group_fits
     from crfm_bench.models import model_info
     from crfm_bench.models.registry import applicable_models
 

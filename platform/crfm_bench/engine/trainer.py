@@ -62,8 +62,8 @@ def fit_model(
     )
     from ray.train.torch import TorchTrainer
 
-    from crfm_bench.engine.cluster import torch_config
     from crfm_bench.engine.loop import train_loop_per_worker
+    from crfm_bench.engine.rendezvous import torch_config
 
     t = params.train
     resources = {"CPU": t.cpus_per_worker}

@@ -93,7 +93,7 @@ def tune_model(
     from ray import tune
     from rich.console import Console
 
-    from crfm_bench.engine.cluster import check_worker_group_fits, ensure_ray, ray_address
+    from crfm_bench.cluster import check_worker_group_fits, ensure_ray, ray_address
     from crfm_bench.engine.data import load_cases
     from crfm_bench.engine.loop import tune_trial
     from crfm_bench.engine.run import open_setting, validate_models

@@ -198,18 +198,3 @@ def loopback_ray() -> bool:
     """True in any process of a local Ray that crfm-bench started (the driver, and every Ray
     worker, which inherits the environment): the Ray is in its loopback-only mode."""
     return os.environ.get(SINGLE_MACHINE_ENV) == "0"
-
-
-def torch_config():
-    """The Ray Train ``TorchConfig`` for a training worker group.
-
-    On a cluster: Ray's own (the rendezvous store of rank 0 must be reachable from the other
-    nodes). On the local loopback-only Ray: :class:`LoopbackTorchConfig`, because
-    ``torch.distributed``'s TCPStore, which Ray's default rendezvous starts on rank 0, listens
-    on every interface (torch has no bind address for it) and has no authentication.
-    """
-    from ray.train.torch import TorchConfig
-
-    from crfm_bench.engine.rendezvous import LoopbackTorchConfig
-
-    return LoopbackTorchConfig() if loopback_ray() else TorchConfig()
