@@ -19,6 +19,32 @@ def test_csam_is_a_3d_convolution_over_channels_and_plane_in_2d() -> None:
     torch.testing.assert_close(csam(x), expected)
 
 
+def test_csam_in_3d_equals_three_convolutions_over_shifted_channel_planes_with_gradients() -> None:
+    # The 3D CSAM is a 4-D conv (channel x D x H x W); torch has no conv4d, so the reference is
+    # the sum over the 3 channel taps of a single-channel conv3d on the shifted planes.
+    csam = ChannelSpatialAttention(spatial_dims=3)
+    with torch.no_grad():
+        csam.gamma.fill_(0.5)
+    x = torch.randn(2, 4, 5, 6, 7, dtype=torch.float64, requires_grad=True)
+    csam = csam.double()
+    b, c = x.shape[:2]
+    padded = F.pad(x, (0, 0, 0, 0, 0, 0, 1, 1))
+    acc = (
+        sum(
+            F.conv3d(padded[:, k : k + c].reshape(b * c, 1, 5, 6, 7), csam.weight[k], padding=1)
+            for k in range(3)
+        ).reshape(b, c, 5, 6, 7)
+        + csam.bias
+    )
+    expected = x + 0.5 * x * torch.sigmoid(acc)
+    out = csam(x)
+    torch.testing.assert_close(out, expected)
+    g_out = torch.autograd.grad(out.square().sum(), [x, csam.weight, csam.bias])
+    g_ref = torch.autograd.grad(expected.square().sum(), [x, csam.weight, csam.bias])
+    for got, want in zip(g_out, g_ref, strict=True):
+        torch.testing.assert_close(got, want)
+
+
 def test_layer_attention_starts_as_identity_and_mixes_layers_when_gamma_grows() -> None:
     lam = LayerAttention()
     x = torch.randn(2, 3, 4, 5, 5)

@@ -19,7 +19,8 @@ for 2D and 3D with a scale per axis:
 
 Differences from the paper: the auxiliary reconstruction of the reference contrast (its
 second loss term) is not produced, since the benchmark scores the target only; the
-(d+1)-D CSAM convolution is written as ``3`` d-D convolutions over shifted channels.
+(d+1)-D CSAM convolution (3 taps along channels) is written as one d-D C -> C convolution
+whose weight is banded along the channel axis (the same numbers, on the fast conv path).
 Sizes (3D, x2 / 1x1x4 parameters): ``tiny`` (16 feats, 2 stages x 1 block: 183.7k / 155.9k)
 and ``base`` (64 feats, 5 stages x 6 blocks: 16.68 M / 16.24 M) are capacity-matched to crfm
 (within +-10 %); ``paper`` is the authors' released configuration (64 feats, 5 stages x
@@ -89,16 +90,26 @@ class ChannelSpatialAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, *size = x.shape
-        conv = conv_nd_fn(self.spatial_dims)
-        zeros = x.new_zeros(b, 1, *size)
-        padded = torch.cat([zeros, x, zeros], 1)
-        acc = self.bias.reshape(1, 1, *([1] * len(size))).expand(b * c, 1, *size)
-        for k in range(3):
-            plane = padded[:, k : k + c].reshape(b * c, 1, *size)
-            acc = acc + conv(plane, self.weight[k], padding=1)
-        attention = torch.sigmoid(acc.reshape(b, c, *size))
-        return x + self.gamma * x * attention
+        c = x.shape[1]
+        acc = conv_nd_fn(self.spatial_dims)(
+            x, self.channel_weight(c, x.dtype), self.bias.expand(c), padding=1
+        )
+        return x + self.gamma * x * torch.sigmoid(acc)
+
+    def channel_weight(self, channels: int, dtype: torch.dtype) -> torch.Tensor:
+        """The (d+1)-D kernel as one d-D conv weight (C, C, 3, ...), banded along channels.
+
+        Output channel ``o`` reads input channel ``o + k - 1`` with the kernel's slice ``k``
+        (zero outside the channel range), i.e. ``W[o, i] = w[i - o + 1]`` for ``|i - o| <= 1``.
+        One C -> C convolution runs on oneDNN's fast path; three single-channel convolutions
+        over shifted planes compute the same numbers at 5-10 times the time of this one in
+        fwd + bwd (their weight gradient reduces a batch of B * C one-channel volumes).
+        """
+        k = torch.arange(3, device=self.weight.device).view(3, 1, 1)
+        o = torch.arange(channels, device=self.weight.device).view(1, channels, 1)
+        i = torch.arange(channels, device=self.weight.device).view(1, 1, channels)
+        band = (i == o + k - 1).to(dtype)
+        return torch.einsum("koi,k...->oi...", band, self.weight[:, 0, 0].to(dtype))
 
 
 class MINet(SRModel):
