@@ -115,3 +115,20 @@ def test_dataset_files_manifest_fingerprint_and_same_bytes(tmp_path):
     synth.synthesize_dataset(tiny(seed=1), tmp_path / "c")
     other = read_manifest(tmp_path / "c" / "manifest.csv")
     assert set(other["sha256"]).isdisjoint(df["sha256"])
+
+
+def test_smooth_field_is_the_cubic_zoom_of_its_coarse_noise():
+    # The field is built axis by axis with 1D interpolation matrices; it must be the cubic
+    # spline zoom of the same coarse noise (what ndimage.zoom computes on the whole volume).
+    from scipy import ndimage
+
+    from crfm_bench.data.synth import _smooth_field
+
+    shape, cells = (30, 41, 23), 7.0
+    field = _smooth_field(np.random.default_rng(5), shape, cells)
+    coarse = tuple(max(2, int(np.ceil(n / cells)) + 2) for n in shape)
+    noise = np.random.default_rng(5).standard_normal(coarse)
+    zoomed = ndimage.zoom(noise, [n / c for n, c in zip(shape, coarse, strict=True)], order=3)
+    zoomed = (zoomed - zoomed.mean()) / zoomed.std()
+    assert field.shape == shape
+    np.testing.assert_allclose(field, zoomed, atol=1e-10)

