@@ -204,8 +204,8 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """Training on Ray Train (one TorchTrainer per model)."""
 
-    epochs: Annotated[int, Field(ge=1)] = 25
-    steps_per_epoch: Annotated[int, Field(ge=1)] = 40
+    epochs: Annotated[int, Field(ge=1)] = 20
+    steps_per_epoch: Annotated[int, Field(ge=1)] = 25
     batch_size: Annotated[int, Field(ge=1)] = 4
     patch_size: Annotated[int, Field(ge=4)] = 32  # HR voxels per axis (cropped to the volume)
     lr: PositiveFloat = 1e-3

@@ -67,6 +67,8 @@ def test_validate_is_the_mean_patch_psnr_and_keeps_the_mode(params, cases):
             [psnr_batch(model(s["lr"][None], s["ref"][None]), s["hr"][None]) for s in samples]
         )
     assert got == pytest.approx(want, rel=1e-6)
+    # batched: the same per-patch PSNRs (3 patches in a batch of 2 and a batch of 1)
+    assert validate(model, samples, batch_size=2) == pytest.approx(want, rel=1e-5)
 
 
 def test_state_round_trip_restores_model_optimizer_and_position(params, cases, tmp_path):

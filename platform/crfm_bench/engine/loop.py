@@ -142,7 +142,7 @@ def train_loop(config: dict[str, Any], session: Session) -> None:
             "epochs": spec.epochs,
             "step": step,
             "train_loss": sum(losses) / len(losses) if losses else float("nan"),
-            "val_psnr": validate(model, val_samples, precision),
+            "val_psnr": validate(model, val_samples, precision, spec.batch_size),
             "epoch_seconds": train_seconds,
             "lr": opt.param_groups[0]["lr"],
             "resumed_from": resumed_from,  # epoch this worker attempt started at (0: fresh)

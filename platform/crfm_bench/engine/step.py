@@ -117,30 +117,44 @@ def train_step(
     return float(loss.detach())
 
 
+def patch_psnrs(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB, float64) of each patch of a batch, each clipped to [0, 1], data_range 1."""
+    sr = sr.double().clamp(0, 1)
+    hr = hr.double().clamp(0, 1)
+    mse = ((sr - hr) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1.0 / mse)
+
+
 def psnr_batch(sr: torch.Tensor, hr: torch.Tensor) -> float:
     """Mean PSNR (dB) over a batch of patches, each clipped to [0, 1], data_range 1."""
-    sr = sr.float().clamp(0, 1)
-    hr = hr.float().clamp(0, 1)
-    mse = ((sr - hr) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(1.0 / mse)).mean())
+    return float(patch_psnrs(sr, hr).mean())
 
 
 def validate(
     model: torch.nn.Module,
     samples: list[dict[str, torch.Tensor]],
     precision: Precision | None = None,
+    batch_size: int = 1,
 ) -> float:
     """Mean patch PSNR (dB) of ``model`` over ``samples`` (unbatched dataset items, each
-    ``lr`` (1, *LR patch) etc.), one forward each, in eval mode; the model's mode is restored."""
+    ``lr`` (1, *LR patch) etc.), in eval mode, ``batch_size`` patches per forward pass; the
+    model's mode is restored.
+
+    Every patch gets its own PSNR whatever the batching (the models treat the samples of a
+    batch independently). Batches matter for speed: torch runs a batch-1 3D convolution of a
+    12^3 patch on its slow im2col path, so one patch per call cost 4 to 7 times a batch of 4.
+    """
     core = unwrap(model)
     precision = precision or Precision(_device(core))
     was_training = core.training
     core.eval()
-    psnrs = []
+    psnrs: list[torch.Tensor] = []
+    step = max(1, int(batch_size))
     with torch.no_grad(), precision.autocast():
-        for s in samples:
-            batch = {k: v[None] for k, v in s.items()}
+        for i in range(0, len(samples), step):
+            chunk = samples[i : i + step]
+            batch = {k: torch.stack([s[k] for s in chunk]) for k in chunk[0]}
             lr, ref = _inputs(core, batch, precision.device)
-            psnrs.append(psnr_batch(core(lr, ref), batch["hr"].to(precision.device)))
+            psnrs.append(patch_psnrs(core(lr, ref), batch["hr"].to(precision.device)))
     core.train(was_training)
-    return float(sum(psnrs) / len(psnrs)) if psnrs else float("nan")
+    return float(torch.cat(psnrs).mean()) if psnrs else float("nan")
