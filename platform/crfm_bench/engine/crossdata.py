@@ -41,7 +41,13 @@ from crfm_bench.data.manifest import manifest_version, read_manifest
 from crfm_bench.engine.data import lr_dir
 from crfm_bench.errors import InputError, MissingInputError
 
-EFFICIENCY_FROM_TRAINING = ("params", "macs_g", "activation_mb", "train_seconds")
+EFFICIENCY_FROM_TRAINING = (
+    "params",
+    "macs_g",
+    "train_gflop_step",
+    "activation_mb",
+    "train_seconds",
+)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Efficiency columns of the leaderboard: parameters, MACs, activation memory."""
+"""Efficiency columns of the leaderboard: parameters, MACs, training FLOPs, activation memory."""
 
 from __future__ import annotations
 
@@ -12,6 +12,23 @@ def count_macs(model: torch.nn.Module, lr: torch.Tensor, ref: torch.Tensor | Non
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(lr, ref)
     return int(counter.get_total_flops() // 2)
+
+
+def train_step_flops(
+    model: torch.nn.Module, lr: torch.Tensor, ref: torch.Tensor | None, hr: torch.Tensor
+) -> int:
+    """FLOPs of one training step's forward + backward on the batch ``(lr, ref, hr)``, with the
+    model's own loss (torch's FlopCounterMode: convolutions and matmuls; elementwise ops and
+    the optimizer are not counted). The gradients it makes are dropped."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        model.loss(model(lr, ref), hr).backward()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return int(counter.get_total_flops())
 
 
 def activation_bytes(model: torch.nn.Module, lr: torch.Tensor, ref: torch.Tensor | None) -> int:

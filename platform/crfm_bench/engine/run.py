@@ -209,28 +209,35 @@ def _flat(prefix: str, tree: dict) -> dict[str, str]:
     return out
 
 
-def efficiency(model: torch.nn.Module, params: Params, hr_shape) -> dict:
-    """Parameters, GMACs of one evaluation window, activation MB of one training patch."""
+def efficiency(model: torch.nn.Module, params: Params, hr_shape, name: str | None = None) -> dict:
+    """Parameters, GMACs of one evaluation window, training GFLOP per step (forward +
+    backward of one batch of training patches), activation MB of one training patch."""
     from crfm_bench.engine.data import patch_shape
-    from crfm_bench.engine.efficiency import activation_bytes, count_macs
+    from crfm_bench.engine.efficiency import activation_bytes, count_macs, train_step_flops
 
     scale = params.task.factors
 
-    def sample(patch: int):
+    def sample(patch: int, batch: int = 1):
         p = patch_shape(tuple(hr_shape), patch, scale)
-        lr = torch.rand(1, 1, *(n // s for n, s in zip(p, scale, strict=True)))
-        ref = torch.rand(1, 1, *p) if getattr(model, "needs_reference", False) else None
-        return lr, ref
+        lr = torch.rand(batch, 1, *(n // s for n, s in zip(p, scale, strict=True)))
+        ref = torch.rand(batch, 1, *p) if getattr(model, "needs_reference", False) else None
+        return lr, ref, torch.rand(batch, 1, *p)
 
     model = model.cpu()
     n_params = sum(p.numel() for p in model.parameters())
     out = {
         "params": float(n_params),
-        "macs_g": count_macs(model.eval(), *sample(params.eval.window)) / 1e9,
+        "macs_g": count_macs(model.eval(), *sample(params.eval.window)[:2]) / 1e9,
     }
     if n_params:
+        batch = (params.model_config_for(name).batch_size if name else None) or (
+            params.train.batch_size
+        )
+        out["train_gflop_step"] = (
+            train_step_flops(model, *sample(params.train.patch_size, batch)) / 1e9
+        )
         model.train()
-        out["activation_mb"] = activation_bytes(model, *sample(params.train.patch_size)) / 2**20
+        out["activation_mb"] = activation_bytes(model, *sample(params.train.patch_size)[:2]) / 2**20
         model.eval()
     return out
 
@@ -602,7 +609,7 @@ class BenchmarkRun:
                     "train_seconds": train_seconds,
                     "infer_seconds_per_volume": float(per_subject["infer_seconds"].mean()),
                     **subject_summary(per_subject),
-                    **efficiency(model, self.params, self.test_cases[0].hr.shape),
+                    **efficiency(model, self.params, self.test_cases[0].hr.shape, name),
                 }
                 per_subject.to_csv(out / "per_subject.csv", index=False)
                 self.history(run_id).to_csv(out / "history.csv", index=False)

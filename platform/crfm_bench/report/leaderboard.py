@@ -29,7 +29,14 @@ from crfm_bench.tracking import KIND_TAG, MODEL_TAG, RANK_TAG, RUN_KEY_TAG, SPEC
 
 QUALITY = METRIC_NAMES
 HEADLINE = ("psnr", "ssim")  # logged to each model run under these short names
-EFFICIENCY = ("params", "macs_g", "activation_mb", "train_seconds", "infer_seconds_per_volume")
+EFFICIENCY = (
+    "params",
+    "macs_g",
+    "train_gflop_step",
+    "activation_mb",
+    "train_seconds",
+    "infer_seconds_per_volume",
+)
 
 
 def collect(client, experiment_id: str | None, spec_hash: str) -> pd.DataFrame:
@@ -178,6 +185,7 @@ HEADER = [
     "NMSE",
     "params",
     "GMACs",
+    "train GFLOP/step",
     "act. MB",
     "train s",
     "infer s/vol",
@@ -218,6 +226,7 @@ def cells(board: pd.DataFrame) -> list[list[str]]:
             _pm(r, "nmse", 4),
             fmt_num(r["params"], ",.0f"),
             fmt_num(r["macs_g"], ".3f"),
+            fmt_num(r["train_gflop_step"], ".1f"),
             fmt_num(r["activation_mb"], ".1f"),
             fmt_num(r["train_seconds"], ".0f"),
             fmt_num(r["infer_seconds_per_volume"], ".2f"),
@@ -255,6 +264,7 @@ SHORT_HEADER = [
     "seeds",
     "params",
     "GMACs",
+    "GFLOP/step",
     "train s",
     "infer s/vol",
 ]
@@ -273,6 +283,7 @@ def short_cells(board: pd.DataFrame) -> list[list[str]]:
             fmt_num(r.get("seeds", 1), ".0f"),
             fmt_num(r["params"], ",.0f"),
             fmt_num(r["macs_g"], ".2f"),
+            fmt_num(r["train_gflop_step"], ".1f"),
             fmt_num(r["train_seconds"], ".0f"),
             fmt_num(r["infer_seconds_per_volume"], ".2f"),
         ]
