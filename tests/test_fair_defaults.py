@@ -107,3 +107,19 @@ def test_the_training_worker_builds_models_with_the_benchmark_residual() -> None
     default = load_params(ROOT / "params.yaml")
     assert build_model(default, "crfm-noref").residual == "tricubic"
     assert build_model(default, "zerofill").residual == "none"
+
+
+def test_default_evaluation_plan_computes_at_most_1_3_times_the_volume() -> None:
+    # Sliding-window cost follows the LR voxels the model computes. At the default window and
+    # eval.batch_size, the default test volume is one call, and 1-mm-class volumes (IXI- and
+    # BraTS-like LR grids at x2) stay within 1.3x their voxels.
+    import numpy as np
+
+    from crfm_bench.engine.inference import plan_windows
+
+    params = load_params(ROOT / "params.yaml")
+    e = params.eval
+    for lr_shape, bound in (((40, 48, 42), 1.0), ((90, 108, 90), 1.3), ((100, 128, 75), 1.3)):
+        plan = plan_windows(lr_shape, (2, 2, 2), e.window, e.overlap, e.batch_size)
+        ratio = len(plan.corners) * np.prod(plan.window) / np.prod(lr_shape)
+        assert ratio <= bound, (lr_shape, plan.window, ratio)

@@ -230,7 +230,7 @@ class EvalConfig(_Section):
     window: Annotated[int, Field(ge=8)] = 48  # HR voxels per axis
     overlap: Annotated[float, Field(ge=0, lt=1)] = 0.25
     blend: Literal["gaussian", "constant"] = "gaussian"
-    batch_size: Annotated[int, Field(ge=1)] = 2
+    batch_size: Annotated[int, Field(ge=1)] = 8  # windows of voxels per model call
     save_predictions: bool = True
     slice_axis: Annotated[int, Field(ge=0, le=2)] = 2
 
