@@ -425,6 +425,19 @@ class BenchmarkRun:
         )
         return self.parent_id
 
+    def record(self, name: str, key: str, run_id: str, **extra) -> dict:
+        """The identity part of a result's ``metrics.json``: model, run key and id, metric
+        contract, dataset version, setting, plus ``extra``."""
+        return {
+            "model": name,
+            "run_key": key,
+            "run_id": run_id,
+            "metric_spec_hash": self.setting.spec_hash,
+            "dataset_version": self.setting.dataset_version,
+            "task": self.params.task.model_dump(mode="json"),
+            **extra,
+        }
+
     def _label(self, name: str, seed: int | None) -> str:
         return name if seed is None else f"{name} (seed {seed})"
 
@@ -613,16 +626,12 @@ class BenchmarkRun:
                 }
                 per_subject.to_csv(out / "per_subject.csv", index=False)
                 self.history(run_id).to_csv(out / "history.csv", index=False)
-                record = {
-                    "model": name,
-                    "run_key": key,
-                    "run_id": run_id,
-                    "metric_spec_hash": self.setting.spec_hash,
-                    "dataset_version": self.setting.dataset_version,
-                    "task": self.params.task.model_dump(mode="json"),
-                    "seed": self.params.train.seed if seed is None else seed,
-                    **metrics,
-                }
+                record = (
+                    self.record(
+                        name, key, run_id, seed=self.params.train.seed if seed is None else seed
+                    )
+                    | metrics
+                )
                 (out / "metrics.json").write_text(
                     json.dumps(record, indent=2, sort_keys=True) + "\n"
                 )
@@ -686,17 +695,12 @@ class BenchmarkRun:
                 metrics = seed_summary([{k: v for k, v in r.items()} for r in records])
                 metrics["test_n_subjects"] = float(len(per_subject))
                 metrics.pop("seed", None)
-                record = {
-                    "model": name,
-                    "run_key": key,
-                    "run_id": run_id,
-                    "metric_spec_hash": self.setting.spec_hash,
-                    "dataset_version": self.setting.dataset_version,
-                    "task": self.params.task.model_dump(mode="json"),
-                    "seed_list": seeds,
-                    "seed_runs": [r["run_id"] for r in records],
-                    **metrics,
-                }
+                record = (
+                    self.record(
+                        name, key, run_id, seed_list=seeds, seed_runs=[r["run_id"] for r in records]
+                    )
+                    | metrics
+                )
                 (out / "metrics.json").write_text(
                     json.dumps(record, indent=2, sort_keys=True) + "\n"
                 )
