@@ -437,7 +437,7 @@ def ablation_report(
     page.add("h1", f"Ablation study: {params.task.title()}")
     page.add(
         "p",
-        f"Reference model {reference}; {len(names)} ablations, each removing one part and "
+        f"Reference model {reference}; {len(names)} ablation(s), each removing one part and "
         f"refilling its parameters with plain residual blocks (capacity-matched). {n} test "
         f"subjects, {len(seeds)} training seed(s) per model ({', '.join(map(str, seeds))}), "
         f"dataset version {version or ref.metrics.get('dataset_version', 'unknown')}, metric "
