@@ -393,6 +393,40 @@ def report(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None
     typer.echo(f"wrote {path} and {path.with_suffix('.md')}")
 
 
+@app.command("ablation")
+def ablation(
+    reference: Annotated[str, typer.Option(help="The full model.")] = "crfm",
+    ablations: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated ablations (default: crfm-noref, crfm-nograd, crfm-nofmp, "
+            "crfm-fmp-xscale, crfm-fmp-xmod)."
+        ),
+    ] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option(min=1, help="Training seeds of the results (default: train.seeds)."),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Write reports/ablation.{md,html,json}: per part of crfm, the mean ΔPSNR/ΔSSIM
+    (crfm minus the ablation, paired by subject and seed) with a 95 % interval and a verdict.
+
+    Reads the finished results under runs/models (crfm-bench run --seeds N); reads only.
+    Example: [bold]crfm-bench ablation --seeds 3[/bold]
+    """
+    from crfm_bench.report.ablation import ablation_report
+
+    overrides = list(set_ or []) + ([f"train.seeds={seeds}"] if seeds is not None else [])
+    p = _params(params, overrides)
+    names = [n.strip() for n in ablations.split(",") if n.strip()] if ablations else None
+    path = ablation_report(p, reference=reference, ablations=names)
+    md = path.with_suffix(".md")
+    typer.echo(md.read_text())
+    typer.echo(f"wrote {path}, {md.name} and {path.with_suffix('.json').name}")
+
+
 @app.command("score")
 def score(
     pred_dir: Annotated[
