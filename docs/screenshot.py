@@ -180,8 +180,10 @@ def run_url(base: str, experiment_id: str, run_id: str) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-# The runs table's columns after the run name: rank, the headline metrics under their short
-# names, then the std and efficiency the leaderboard prints (MLflow keys ``metrics.`name```).
+# The runs table's metric columns: rank, the headline metrics under their short names, then
+# the std and efficiency the leaderboard prints (MLflow keys ``metrics.`name```). The UI
+# shows them in alphabetical order whatever the order here (``columnOrder`` with the grid's
+# column ids did not change it in 3.17.2).
 COLUMNS = (
     "rank",
     "psnr",
