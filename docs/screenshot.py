@@ -13,6 +13,10 @@ not to fetch a browser of its own) render:
   ``datasetsFilter`` (read from the UI bundle's experiment-page state hook).
 * ``docs/mlflow-leaderboard-run.png`` (``--run-out``; "" skips it): the benchmark's parent
   run page, whose description is the leaderboard as the CLI prints it.
+* ``docs/mlflow-compare.png`` (``--compare-out``; "" skips it): the compare view of the
+  ranked model runs (``#/compare-runs?runs=[...]&experiments=[...]``), best PSNR first: the
+  top of the page (a parallel-coordinates plot and the runs in rank order; the metrics
+  table is further down).
 
 The runs table's columns (rank, psnr, ssim, ...), auto-refresh off and the assistant panel
 closed are the UI's local-storage state, seeded before the page loads (:func:`ui_state`).
@@ -106,6 +110,23 @@ def pick_benchmark(uri: str, experiment: str | None):
         raise ShotError(f"{where}: no finished crfm-bench run (tag crfm.kind=benchmark)")
     parent = runs[0]
     return client.get_experiment(parent.info.experiment_id), parent
+
+
+def ranked_model_runs(uri: str, experiment_id: str) -> list[str]:
+    """Run ids of the experiment's model runs, the newest finished one per model (what the
+    leaderboard ranks), best test PSNR first."""
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(uri).search_runs(
+        [experiment_id],
+        filter_string=f"{MODEL_FILTER} and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    newest: dict[str, object] = {}
+    for run in runs:
+        newest.setdefault(run.data.tags.get("crfm.model", run.info.run_id), run)
+    best_first = sorted(newest.values(), key=lambda r: -r.data.metrics.get("psnr", float("-inf")))
+    return [r.info.run_id for r in best_first]
 
 
 def start_server(
@@ -236,6 +257,13 @@ def ui_state(experiment_id: str) -> dict[str, str]:
     }
 
 
+def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
+    """The UI's compare view of ``run_ids`` (``#/compare-runs?runs=[..]&experiments=[..]``)."""
+    runs = urllib.parse.quote(json.dumps(run_ids))
+    exps = urllib.parse.quote(json.dumps([experiment_id]))
+    return f"{base}/#/compare-runs?runs={runs}&experiments={exps}"
+
+
 def shoot(
     chromium: str,
     shots: list[tuple[str, Path, str]],
@@ -302,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         default="docs/mlflow-leaderboard-run.png",
         help="PNG of the parent run's page (its description); '' skips it",
     )
+    ap.add_argument(
+        "--compare-out",
+        default="docs/mlflow-compare.png",
+        help="PNG of the compare view of the ranked model runs; '' skips it",
+    )
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     ap.add_argument("--mlflow", default=str(Path(sys.executable).with_name("mlflow")))
     ap.add_argument("--window-size", default="1600,1000", help="WIDTH,HEIGHT in pixels")
@@ -339,8 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_out:
             url = run_url(base, exp.experiment_id, parent.info.run_id)
             shots.append((url, Path(args.run_out), DESCRIPTION_TABLE))
+        if args.compare_out:
+            ids = ranked_model_runs(args.backend_store_uri, exp.experiment_id)
+            if len(ids) > 1:
+                url = compare_url(base, exp.experiment_id, ids)
+                shots.append((url, Path(args.compare_out), DESCRIPTION_TABLE))
         shoot(args.chromium, shots, ui_state(exp.experiment_id), size, args.timeout)
-        for url, out, _ in shots:
+        for url, out, *_ in shots:
             print(f"{out}: {url}")
         print(f"experiment {exp.name!r}, benchmark run {parent.info.run_id}")
         return 0
