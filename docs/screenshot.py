@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"error: --window-size {args.window_size!r}: expected WIDTH,HEIGHT", file=sys.stderr)
         return 2
-    proc = None
+    proc, log, keep_log = None, None, True  # the server's log is kept when something failed
     artifacts = Path(tempfile.mkdtemp(prefix="crfm-shot-artifacts-"))
     try:
         if not os.access(args.chromium, os.X_OK):
@@ -381,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         for url, out, *_ in shots:
             print(f"{out}: {url}")
         print(f"experiment {exp.name!r}, benchmark run {parent.info.run_id}")
+        keep_log = False
         return 0
     except ShotError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -389,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         if proc is not None:
             stop_server(proc)
         shutil.rmtree(artifacts, ignore_errors=True)
+        if log is not None and not keep_log:
+            log.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
