@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: venv run test test-fast repro lint bench clean
+.PHONY: venv run test test-fast repro lint bench screenshot chromium clean
 
 # The venv is built in place and marked complete only at the end, so an interrupted
 # build is rebuilt rather than trusted. torch goes first, pinned by constraints.txt,
@@ -45,6 +45,22 @@ bench: venv
 	$(BIN)/python benchmarks/models.py --quick
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/roofline.py $(ROOFLINE_ARGS)
+
+# docs/mlflow-leaderboard.png: the MLflow UI's runs table of the finished `make run` (its
+# ./mlflow.db), sorted by test PSNR, shot by headless Chromium (Debian's `chromium`,
+# installed here if missing). SHOT_ARGS: e.g. "--backend-store-uri sqlite:///path/mlflow.db"
+# or "--experiment NAME" (default: the newest experiment with a benchmark run).
+SHOT_ARGS ?=
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  echo "installing Debian's chromium with apt-get"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+	@test -x $(CHROMIUM) || { echo "error: $(CHROMIUM) missing after apt-get install chromium"; exit 2; }
+
+screenshot: venv chromium
+	$(BIN)/python docs/screenshot.py --chromium $(CHROMIUM) --mlflow $(BIN)/mlflow $(SHOT_ARGS)
 
 clean:
 	rm -rf $(VENV)
