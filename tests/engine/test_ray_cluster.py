@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -91,3 +92,56 @@ def test_unreachable_ray_cluster_is_one_clear_error(project, free_port):
     res = project("run", "--models", "edsr", "--address", f"127.0.0.1:{port}", timeout=300)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "ray.address" in res.stderr and "Traceback" not in res.stderr
+
+
+# A plain actor that holds every CPU of the cluster (detached: it outlives this driver and
+# ends with the head).
+HOG = textwrap.dedent(
+    """
+    import sys, ray
+    ray.init(address=sys.argv[1], log_to_driver=False)
+    cpus = ray.cluster_resources()["CPU"]
+
+    @ray.remote(num_cpus=cpus)
+    class Hog:
+        def ready(self):
+            return True
+
+    hog = Hog.options(name="hog", lifetime="detached").remote()
+    ray.get(hog.ready.remote(), timeout=120)
+    print("HOLDING", ray.available_resources().get("CPU", 0.0))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_worker_group_that_never_gets_cpus_is_one_line_after_a_bounded_wait(project, ray_head):
+    # On a cluster crfm-bench does not check that the group fits (an autoscaler may add
+    # nodes), so Ray Train's own start timeout, tried START_ATTEMPTS times, is the bound.
+    from crfm_bench.engine.trainer import START_ATTEMPTS
+
+    address, env = ray_head
+    hog = subprocess.run(
+        [sys.executable, "-c", HOG, address], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert "HOLDING 0.0" in hog.stdout, hog.stdout + hog.stderr[-2000:]
+    # the driver's value reaches Ray Train's controller (Ray propagates RAY_TRAIN_* env vars)
+    timeout_s = 2
+    res = project(
+        "run",
+        "--models",
+        "edsr",
+        "--address",
+        address,
+        env={**env, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(timeout_s)},
+        timeout=400,  # the bound of this wait: 5 tries of 2 s, Ray's restarts, data, MLflow
+    )
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("crfm-bench: error:")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert (
+        f"worker group (1 worker(s) x 1 CPU) got no placement group within "
+        f"{START_ATTEMPTS * timeout_s} s" in errors[0]
+    ), errors[0]
+    assert "ray status" in errors[0]
+    assert not (project.dir / "runs" / "models" / "edsr").exists()  # nothing partial
