@@ -20,24 +20,8 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def ray_head(free_port):
-    import secrets
-    import shutil
-    import tempfile
-
-    # a short temp dir: Ray's Unix sockets live below it, and their paths are limited (~107)
-    temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # loopback only
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    log = tempfile.TemporaryFile()  # ray start's output, shown if the head does not come up
-    proc = subprocess.Popen(
+def _start_head(env: dict, port: int, temp_dir: Path, log) -> subprocess.Popen:
+    return subprocess.Popen(
         [
             str(BIN / "ray"),
             "start",
@@ -53,23 +37,19 @@ def ray_head(free_port):
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    address = f"127.0.0.1:{port}"
 
-    def stop() -> None:
-        proc.terminate()  # --block: terminating it stops the processes of this cluster only
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
-    def output() -> str:
-        log.seek(0)
-        return log.read().decode(errors="replace")[-2000:]
+def _stop_head(proc: subprocess.Popen) -> None:
+    proc.terminate()  # --block: terminating it stops the processes of this cluster only
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
-    deadline = time.monotonic() + 240  # a busy shared machine starts Ray slowly
-    up = False
-    while not up and time.monotonic() < deadline:
+
+def _head_answers(proc: subprocess.Popen, address: str, env: dict, deadline: float) -> bool:
+    """Poll `ray status` until the head answers (True), exits (False) or the deadline."""
+    while time.monotonic() < deadline:
         try:
             probe = subprocess.run(
                 [str(BIN / "ray"), "status", f"--address={address}"],
@@ -78,21 +58,52 @@ def ray_head(free_port):
                 text=True,
                 timeout=max(5.0, min(60.0, deadline - time.monotonic())),
             )
-            up = probe.returncode == 0 and "CPU" in probe.stdout
+            if probe.returncode == 0 and "CPU" in probe.stdout:
+                return True
         except subprocess.TimeoutExpired:
             pass  # `ray status` itself waited too long: ask again until the deadline
-        if not up and proc.poll() is not None:
-            stop()
-            pytest.fail(f"ray start --head exited ({proc.returncode}):\n{output()}")
-        if not up:
-            time.sleep(1)
-    if not up:
-        text = output()
-        stop()
-        pytest.fail(f"the Ray head did not answer `ray status` within 240 s:\n{text}")
-    yield address, env
-    stop()
+        if proc.poll() is not None:
+            return False
+        time.sleep(1)
+    return False
+
+
+@pytest.fixture
+def ray_head(free_port):
+    import secrets
+    import shutil
+    import tempfile
+
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # loopback only
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    # Ray gives its raylet a fixed 30 s to register at startup; on a busy shared machine
+    # that can fail, so a head that exits while starting is started once more
+    log = tempfile.TemporaryFile()  # ray start's output, shown if the head does not come up
+    for attempt in (1, 2):
+        # a short temp dir: Ray's Unix sockets live below it, and their paths are limited
+        temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+        address = f"127.0.0.1:{free_port()}"
+        proc = _start_head(env, int(address.rsplit(":", 1)[1]), temp_dir, log)
+        up = _head_answers(proc, address, env, time.monotonic() + 240)
+        if up:
+            break
+        exited = proc.poll() is not None  # failed while starting, rather than too slow
+        _stop_head(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if not exited or attempt == 2:
+            log.seek(0)
+            text = log.read().decode(errors="replace")[-2000:]
+            log.close()
+            pytest.fail(f"the Ray head did not answer `ray status` within 240 s:\n{text}")
     log.close()
+    yield address, env
+    _stop_head(proc)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
