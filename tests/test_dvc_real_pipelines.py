@@ -1,13 +1,15 @@
-"""The real-dataset DVC pipelines (pipelines/ixi, pipelines/brats, pipelines/bids) end to end.
+"""The real-dataset DVC pipeline (pipelines/real: one dvc.yaml, a preset per kind) end to end.
 
 Each test builds a tiny tree with the dataset's REAL file names (small volumes holding a
 Gaussian blob placed in world coordinates, on correct affines), copies the repository's
-dvc.yaml files, params, ``.dvc`` config and sources into a temporary git repository, points
-``ingest.raw_dir`` at the tree, shrinks the training settings, and runs
-``dvc repro pipelines/<name>/dvc.yaml`` (every stage, report included) from the repository
-root. It then checks the outputs (HR manifest, LR folder, per-model metrics, leaderboard,
-report) and that a second repro does nothing. Only sizes are overridden: kind, target, contrasts, degradation and task are
-the shipped defaults (except where a test changes one on purpose).
+dvc.yaml files, presets, ``.dvc`` config and sources into a temporary git repository,
+chooses the kind's preset as documented (``presets/<kind>.yaml`` copied to
+``pipelines/real/params.yaml``), points ``ingest.raw_dir`` at the tree, shrinks the training
+settings, and runs ``dvc repro pipelines/real/dvc.yaml`` (every stage, report included) from
+the repository root. It then checks the outputs (HR manifest, LR folder, per-model metrics,
+leaderboard, report; all in ``pipelines/real/<kind>/``) and that a second repro does
+nothing. Only sizes are overridden: kind, target, contrasts, degradation and task are the
+shipped presets (except where a test changes one on purpose).
 """
 
 from __future__ import annotations
@@ -77,22 +79,60 @@ def centre_of(i: int) -> np.ndarray:
     return np.array([-4.0 + 1.5 * i, 3.0 - i, 0.8 * i - 2.0])
 
 
-def make_repo(tmp_path: Path, name: str, raw: Path, extra: dict) -> Path:
-    """A git + DVC project holding the repository's pipelines and sources; returns its root."""
+REAL = ROOT / "pipelines" / "real"
+KINDS = ("ixi", "brats", "bids")
+DVC_YAML = "pipelines/real/dvc.yaml"
+
+
+def make_repo(tmp_path: Path, kind: str, raw: Path, extra: dict) -> Path:
+    """A git + DVC project holding the repository's pipelines and sources, with the kind's
+    preset chosen as the README says; returns its root."""
     root = make_project(tmp_path / "repo", tmp_path / "store", pipelines=True)
-    set_params(root, name, deep_update(TINY, {"ingest": {"raw_dir": str(raw)}, **extra}))
+    real = root / "pipelines" / "real"
+    (real / "params.yaml").write_text((real / "presets" / f"{kind}.yaml").read_text())
+    set_params(root, deep_update(TINY, {"ingest": {"raw_dir": str(raw)}, **extra}))
     return root
 
 
-def set_params(root: Path, name: str, extra: dict) -> dict:
-    path = root / "pipelines" / name / "params.yaml"
+def set_params(root: Path, extra: dict) -> dict:
+    path = root / "pipelines" / "real" / "params.yaml"
     params = deep_update(yaml.safe_load(path.read_text()), extra)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return params
 
 
-def shipped(name: str) -> dict:
-    return yaml.safe_load((ROOT / "pipelines" / name / "params.yaml").read_text())
+def shipped(kind: str) -> dict:
+    return yaml.safe_load((REAL / "presets" / f"{kind}.yaml").read_text())
+
+
+def test_one_pipeline_whose_presets_are_valid_and_keep_their_outputs_apart():
+    from crfm_bench.config import load_params
+
+    # the shipped choice is the IXI preset, so that the pipeline parses on a fresh clone
+    assert (REAL / "params.yaml").read_text() == (REAL / "presets" / "ixi.yaml").read_text()
+    assert sorted(p.stem for p in (REAL / "presets").glob("*.yaml")) == sorted(KINDS)
+    keys = None
+    for kind in KINDS:
+        params = load_params(REAL / "presets" / f"{kind}.yaml")
+        assert params.ingest.kind == kind
+        assert {str(params.paths.data_dir), str(params.paths.runs_dir)} == {
+            f"{kind}/data",
+            f"{kind}/runs",
+        }
+        assert str(params.paths.reports_dir) == f"{kind}/reports"
+        tree = shipped(kind)
+        flat = {(k, sub) for k, v in tree.items() for sub in (v if isinstance(v, dict) else [""])}
+        assert keys is None or flat == keys, kind  # the presets differ in values, not keys
+        keys = flat
+    # the copies this pipeline replaced are gone; the train stages hash the run key's code set
+    assert not any((ROOT / "pipelines" / kind / "dvc.yaml").exists() for kind in KINDS)
+    stages = yaml.safe_load((REAL / "dvc.yaml").read_text())["stages"]
+    root_stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["code"]["cmd"].split()[:2] == root_stages["code"]["cmd"].split()[:2]
+    assert [d for d in stages["train"]["do"]["deps"] if "code_version" in d] == [
+        "${paths.runs_dir}/code_version.txt"
+    ]
+    assert stages["train"]["do"]["params"] == root_stages["train"]["do"]["params"]
 
 
 def check_run_outputs(pipe: Path, models: list[str]) -> pd.DataFrame:
@@ -147,12 +187,12 @@ def ixi_tree(tmp_path) -> Path:
 @pytest.mark.slow
 def test_ixi_pipeline_repro_noop_and_raw_dir_dependency(tmp_path, ixi_tree):
     repo = make_repo(tmp_path, "ixi", ixi_tree, {"benchmark": {"models": ["tricubic"]}})
-    pipe = repo / "pipelines" / "ixi"
+    pipe = repo / "pipelines" / "real" / "ixi"
     defaults = shipped("ixi")
     assert defaults["ingest"]["kind"] == "ixi" and defaults["task"]["reference"] == "PDw"
     scale = defaults["task"]["scale"]
 
-    first = sh(repo, "dvc", "repro", "pipelines/ixi/dvc.yaml")
+    first = sh(repo, "dvc", "repro", DVC_YAML)
     assert ran(first.stdout) == {
         "ingest",
         f"degrade@kspace-{scale}",
@@ -185,10 +225,10 @@ def test_ixi_pipeline_repro_noop_and_raw_dir_dependency(tmp_path, ixi_tree):
     # a 6 mm blob sampled at 4 mm in-plane is nearly band-limited: interpolation recovers it
     assert board["psnr"].iloc[0] > 30
 
-    lock = yaml.safe_load((pipe / "dvc.lock").read_text())
+    lock = yaml.safe_load((pipe.parent / "dvc.lock").read_text())
     assert str(ixi_tree) in {d["path"] for d in lock["stages"]["ingest"]["deps"]}
 
-    assert ran(sh(repo, "dvc", "repro", "pipelines/ixi/dvc.yaml").stdout) == set()
+    assert ran(sh(repo, "dvc", "repro", DVC_YAML).stdout) == set()
 
     # the raw folder is a dependency: a changed file makes ingest stale
     write_blob(
@@ -198,12 +238,12 @@ def test_ixi_pipeline_repro_noop_and_raw_dir_dependency(tmp_path, ixi_tree):
         centre_of(9),
         100.0,
     )
-    status = sh(repo, "dvc", "status", "pipelines/ixi/dvc.yaml:ingest").stdout
+    status = sh(repo, "dvc", "status", f"{DVC_YAML}:ingest").stdout
     assert "changed deps" in status and str(ixi_tree) in status
 
     # adding T1 (another grid) re-ingests; T1 lands on the T2 grid at the same world place
-    set_params(repo, "ixi", {"ingest": {"contrasts": ["T2w", "PDw", "T1w"]}})
-    assert ran(sh(repo, "dvc", "repro", "pipelines/ixi/dvc.yaml:ingest").stdout) == {"ingest"}
+    set_params(repo, {"ingest": {"contrasts": ["T2w", "PDw", "T1w"]}})
+    assert ran(sh(repo, "dvc", "repro", f"{DVC_YAML}:ingest").stdout) == {"ingest"}
     hr = pd.read_csv(pipe / "data" / "hr" / "manifest.csv")
     t1 = hr[hr["contrast"] == "T1w"]
     assert len(t1) == len(IXI_IDS) and t1["resampled"].all() and (t1["shape"] == "24,24,20").all()
@@ -247,12 +287,12 @@ def brats_tree(tmp_path) -> Path:
 def test_brats_pipeline_trains_edsr_and_ranks_it_with_tricubic(tmp_path, brats_tree):
     models = ["tricubic", "edsr"]
     repo = make_repo(tmp_path, "brats", brats_tree, {"benchmark": {"models": models}})
-    pipe = repo / "pipelines" / "brats"
+    pipe = repo / "pipelines" / "real" / "brats"
     defaults = shipped("brats")
     assert defaults["task"]["target"] == "T2w" and defaults["task"]["reference"] == "T1w"
     scale = defaults["task"]["scale"]
 
-    first = sh(repo, "dvc", "repro", "pipelines/brats/dvc.yaml")
+    first = sh(repo, "dvc", "repro", DVC_YAML)
     stages = {
         "ingest",
         f"degrade@kspace-{scale}",
@@ -281,7 +321,7 @@ def test_brats_pipeline_trains_edsr_and_ranks_it_with_tricubic(tmp_path, brats_t
     history = pd.read_csv(pipe / "runs" / "models" / "edsr" / "history.csv")
     assert len(history) == 1 and history["val_psnr"].notna().all()  # one epoch was trained
 
-    assert ran(sh(repo, "dvc", "repro", "pipelines/brats/dvc.yaml").stdout) == set()
+    assert ran(sh(repo, "dvc", "repro", DVC_YAML).stdout) == set()
 
 
 # ----------------------------------------------------------------------------- BIDS
@@ -315,16 +355,16 @@ def bids_tree(tmp_path) -> Path:
 @pytest.mark.slow
 def test_bids_pipeline_sessions_resampling_and_missing_raw_dir(tmp_path, bids_tree):
     repo = make_repo(tmp_path, "bids", tmp_path / "no" / "such" / "dir", {})
-    pipe = repo / "pipelines" / "bids"
+    pipe = repo / "pipelines" / "real" / "bids"
     # a wrong raw path stops the pipeline at ingest with the path in the message
-    bad = sh(repo, "dvc", "repro", "pipelines/bids/dvc.yaml", check=False)
+    bad = sh(repo, "dvc", "repro", DVC_YAML, check=False)
     assert bad.returncode != 0 and str(tmp_path / "no" / "such" / "dir") in bad.stderr + bad.stdout
     assert not (pipe / "runs" / "models").exists()
 
-    set_params(repo, "bids", {"ingest": {"raw_dir": str(bids_tree)}})
-    set_params(repo, "bids", {"benchmark": {"models": ["tricubic"]}})
+    set_params(repo, {"ingest": {"raw_dir": str(bids_tree)}})
+    set_params(repo, {"benchmark": {"models": ["tricubic"]}})
     scale = shipped("bids")["task"]["scale"]
-    first = sh(repo, "dvc", "repro", "pipelines/bids/dvc.yaml")
+    first = sh(repo, "dvc", "repro", DVC_YAML)
     assert ran(first.stdout) == {
         "ingest",
         f"degrade@kspace-{scale}",
@@ -350,4 +390,4 @@ def test_bids_pipeline_sessions_resampling_and_missing_raw_dir(tmp_path, bids_tr
     assert lr_img.shape == (12, 12, 10)  # isotropic x2
     check_run_outputs(pipe, ["tricubic"])
 
-    assert ran(sh(repo, "dvc", "repro", "pipelines/bids/dvc.yaml").stdout) == set()
+    assert ran(sh(repo, "dvc", "repro", DVC_YAML).stdout) == set()

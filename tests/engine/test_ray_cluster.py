@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -19,23 +20,8 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def ray_head(free_port):
-    import secrets
-    import shutil
-    import tempfile
-
-    # a short temp dir: Ray's Unix sockets live below it, and their paths are limited (~107)
-    temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # loopback only
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    proc = subprocess.Popen(
+def _start_head(env: dict, port: int, temp_dir: Path, log) -> subprocess.Popen:
+    return subprocess.Popen(
         [
             str(BIN / "ray"),
             "start",
@@ -48,30 +34,75 @@ def ray_head(free_port):
             f"--temp-dir={temp_dir}",
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
-    address = f"127.0.0.1:{port}"
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        probe = subprocess.run(
-            [str(BIN / "ray"), "status", f"--address={address}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if probe.returncode == 0 and "CPU" in probe.stdout:
-            break
-        if proc.poll() is not None:
-            pytest.fail("ray start --head exited")
-        time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("the Ray head did not come up within 120 s")
-    yield address, env
+
+
+def _stop_head(proc: subprocess.Popen) -> None:
     proc.terminate()  # --block: terminating it stops the processes of this cluster only
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _head_answers(proc: subprocess.Popen, address: str, env: dict, deadline: float) -> bool:
+    """Poll `ray status` until the head answers (True), exits (False) or the deadline."""
+    while time.monotonic() < deadline:
+        try:
+            probe = subprocess.run(
+                [str(BIN / "ray"), "status", f"--address={address}"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=max(5.0, min(60.0, deadline - time.monotonic())),
+            )
+            if probe.returncode == 0 and "CPU" in probe.stdout:
+                return True
+        except subprocess.TimeoutExpired:
+            pass  # `ray status` itself waited too long: ask again until the deadline
+        if proc.poll() is not None:
+            return False
+        time.sleep(1)
+    return False
+
+
+@pytest.fixture
+def ray_head(free_port):
+    import secrets
+    import shutil
+    import tempfile
+
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # loopback only
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    # Ray gives its raylet a fixed 30 s to register at startup; on a busy shared machine
+    # that can fail, so a head that exits while starting is started once more
+    log = tempfile.TemporaryFile()  # ray start's output, shown if the head does not come up
+    for attempt in (1, 2):
+        # a short temp dir: Ray's Unix sockets live below it, and their paths are limited
+        temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+        address = f"127.0.0.1:{free_port()}"
+        proc = _start_head(env, int(address.rsplit(":", 1)[1]), temp_dir, log)
+        up = _head_answers(proc, address, env, time.monotonic() + 240)
+        if up:
+            break
+        exited = proc.poll() is not None  # failed while starting, rather than too slow
+        _stop_head(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if not exited or attempt == 2:
+            log.seek(0)
+            text = log.read().decode(errors="replace")[-2000:]
+            log.close()
+            pytest.fail(f"the Ray head did not answer `ray status` within 240 s:\n{text}")
+    log.close()
+    yield address, env
+    _stop_head(proc)
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -91,3 +122,64 @@ def test_unreachable_ray_cluster_is_one_clear_error(project, free_port):
     res = project("run", "--models", "edsr", "--address", f"127.0.0.1:{port}", timeout=300)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "ray.address" in res.stderr and "Traceback" not in res.stderr
+
+
+# A plain actor that holds every CPU of the cluster (detached: it outlives this driver and
+# ends with the head).
+HOG = textwrap.dedent(
+    """
+    import sys, ray
+    ray.init(address=sys.argv[1], log_to_driver=False)
+    cpus = ray.cluster_resources()["CPU"]
+
+    @ray.remote(num_cpus=cpus)
+    class Hog:
+        def ready(self):
+            return True
+
+    hog = Hog.options(name="hog", lifetime="detached").remote()
+    ray.get(hog.ready.remote(), timeout=120)
+    print("HOLDING", ray.available_resources().get("CPU", 0.0))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_worker_group_that_never_gets_cpus_is_one_line_after_a_bounded_wait(project, ray_head):
+    # On a cluster crfm-bench does not check that the group fits (an autoscaler may add
+    # nodes), so Ray Train's own start timeout, tried START_ATTEMPTS times, is the bound.
+    from crfm_bench.engine.trainer import START_ATTEMPTS
+
+    address, env = ray_head
+    for step in (("data", "synth"), ("degrade",)):  # the data first: the bound is for Ray
+        prep = project(*step, timeout=300)
+        assert prep.returncode == 0, prep.stderr[-2000:]
+    hog = subprocess.run(
+        [sys.executable, "-c", HOG, address], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert "HOLDING 0.0" in hog.stdout, hog.stdout + hog.stderr[-2000:]
+    # The driver's value reaches Ray Train's controller (Ray Train propagates its RAY_TRAIN_*
+    # variables to the controller actor's runtime env). The bound shows it: with Ray's
+    # default (60 s) the tries alone would take 300 s.
+    timeout_s, bound_s = 2, 280
+    try:
+        res = project(
+            "run",
+            "--models",
+            "edsr",
+            "--address",
+            address,
+            env={**env, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(timeout_s)},
+            timeout=bound_s,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"crfm-bench run did not end within {bound_s} s of its worker group's wait")
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("crfm-bench: error:")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert (
+        f"worker group (1 worker(s) x 1 CPU) got no placement group within "
+        f"{START_ATTEMPTS * timeout_s} s" in errors[0]
+    ), errors[0]
+    assert "ray status" in errors[0]
+    assert not (project.dir / "runs" / "models" / "edsr").exists()  # nothing partial
