@@ -285,17 +285,24 @@ def other_ray_on_host(free_port):
     address = f"127.0.0.1:{ports[0]}"
     deadline = time.monotonic() + 120
     while True:
-        probe = subprocess.run(
-            [str(Path(sys.executable).with_name("ray")), "status", f"--address={address}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if probe.returncode == 0 and "CPU" in probe.stdout:
+        try:
+            probe = subprocess.run(
+                [str(Path(sys.executable).with_name("ray")), "status", f"--address={address}"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired:  # a loaded machine: not up yet, the deadline bounds
+            probe = None
+        if probe is not None and probe.returncode == 0 and "CPU" in probe.stdout:
             break
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            proc.terminate()  # --block: stops that cluster's processes (a kill orphans them)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
             pytest.fail("the other Ray (ray start --head) did not come up within 120 s")
         time.sleep(1)
     yield address
