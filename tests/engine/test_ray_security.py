@@ -8,51 +8,26 @@ wrong token and is refused by the GCS.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import stat
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
-import psutil
 import pytest
+from mlflow import MlflowClient
+from ray_sockets import assert_loopback_only, is_loopback, private_home_env, run_sampled
 
 from crfm_bench.stackenv import DEFAULTS, ensure_ray_token
 
 EXE = Path(sys.executable).with_name("crfm-bench")
 
 
-def _is_loopback(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is IPv4 loopback
-    return (mapped or addr).is_loopback
-
-
-def _listening(root: psutil.Process) -> set[tuple[str, str, int]]:
-    """(process name, ip, port) of every listening TCP socket of ``root`` and descendants."""
-    out = set()
-    try:
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return out
-    for p in procs:
-        try:
-            name = p.name()
-            for c in p.net_connections(kind="inet"):
-                if c.status == psutil.CONN_LISTEN:
-                    out.add((name, c.laddr.ip, c.laddr.port))
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return out
-
-
 def test_loopback_check_itself():
-    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("::ffff:127.0.0.1")
-    assert not _is_loopback("0.0.0.0") and not _is_loopback("::")
-    assert not _is_loopback("192.0.2.2") and not _is_loopback("::ffff:192.0.2.2")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("::ffff:127.0.0.1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::")
+    assert not is_loopback("192.0.2.2") and not is_loopback("::ffff:192.0.2.2")
 
 
 def test_ray_auth_is_never_disabled_by_our_defaults():
@@ -80,39 +55,26 @@ def test_a_token_the_user_chose_is_respected(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_real_run_listens_on_loopback_only(project, tmp_path, workers):
-    # one worker (the default) and DDP with two: Ray, the dashboard, the agents, the Train
-    # workers and their rendezvous. HOME in the project: the run's token is made there.
-    project.write({"train": {"num_workers": workers}})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
-    env["HOME"] = str(tmp_path)
-    proc = subprocess.Popen(
-        [str(EXE), "run", "--models", "edsr"],
-        cwd=project.dir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def test_a_real_ddp_run_listens_on_loopback_only_and_trains(project, tmp_path, mlflow_runs):
+    # DDP with two workers: Ray, the dashboard, the agents, the Train workers and their
+    # rendezvous. HOME in the project: the run's token is made there. (The default single
+    # worker's run is sampled alike in test_run_e2e's full run.) The same run checks DDP
+    # itself: each worker draws its shard of the patches; rank 0 alone reports checkpoints
+    # and the controller logs each epoch once.
+    project.write({"train": {"num_workers": 2, "cpus_per_worker": 1, "epochs": 2}})
+    res, seen = run_sampled(
+        [str(EXE), "run", "--models", "edsr"], project.dir, private_home_env(tmp_path)
     )
-    seen: set[tuple[str, str, int]] = set()
-    root = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 600
-    while proc.poll() is None and time.monotonic() < deadline:
-        seen |= _listening(root)
-        time.sleep(0.5)
-    if proc.poll() is None:
-        proc.kill()
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-3000:]
-    names = {name for name, _, _ in seen}
-    # the sample saw Ray's servers while they were up (else the check below proves nothing)
-    assert {"gcs_server", "raylet"} <= names, names
-    assert any("Dashboard" in n for n in names), names
-    exposed = sorted((n, ip, port) for n, ip, port in seen if not _is_loopback(ip))
-    assert exposed == [], f"listening beyond loopback: {exposed}"
-    token = tmp_path / ".ray" / "auth_token"
-    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_loopback_only(seen, tmp_path)
+
+    runs = mlflow_runs(project.dir, "edsr")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    client = MlflowClient(f"sqlite:///{project.dir / 'mlflow.db'}")
+    assert len(client.get_metric_history(runs[0].info.run_id, "val_psnr")) == 2
+    pids = list((project.dir / "runs" / "pids").glob("edsr-*/rank*.pid"))
+    assert sorted(p.name for p in pids) == ["rank0.pid", "rank1.pid"]
+    assert len({p.read_text() for p in pids}) == 2  # two distinct worker processes
 
 
 HEAD = textwrap.dedent(

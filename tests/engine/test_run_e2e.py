@@ -1,8 +1,10 @@
 """``crfm-bench run`` end to end on tiny settings: real Ray Train, real MLflow, real NIfTI.
 
-The suite's slow tests (about a minute each): a full run whose rerun must neither retrain
-nor duplicate, a training worker killed mid-run, an interrupted run resumed, and the errors
-that must stop a run before any training starts.
+The suite's slow tests (about a minute each). Each real run serves several checks: one
+project's sequence of runs (a full run whose process tree is sampled for its sockets, a
+rerun that must neither retrain nor duplicate, seeds reusing the single-seed run, a changed
+setting); a training worker killed mid-run; an interrupted run resumed; one tune search of
+two-worker trials. And the errors that must stop a run before any training starts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from ray_sockets import assert_loopback_only, private_home_env, run_sampled
 
 EXE = Path(sys.executable).with_name("crfm-bench")
 
@@ -63,9 +66,20 @@ def start(path: Path, *args: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlflow_runs):
-    res = project("run", "--models", "edsr,crfm,tricubic")
+@pytest.mark.timeout(
+    1800
+)  # five runs in one test (about 5 min quiet); the suite's 900 s is per run
+def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlflow_runs, tmp_path):
+    # One project, one sequence of runs, each step checked on the outputs of the one before:
+    # a full run (its process tree sampled: every socket on loopback), a rerun that reuses
+    # everything, seeds that reuse the single-seed run, a changed setting for one model.
+    res, seen = run_sampled(
+        [str(EXE), "run", "--models", "edsr,crfm,tricubic"],
+        project.dir,
+        private_home_env(tmp_path),  # the run's Ray token is made in this HOME
+    )
     assert res.returncode == 0, res.stderr[-3000:]
+    assert_loopback_only(seen, tmp_path)
     assert "mlflow ui --backend-store-uri sqlite:///" in res.stdout
     # progress without a terminal: one line per epoch of each trained model (from the
     # Ray Train controller's reports, relayed to the driver)
@@ -123,18 +137,7 @@ def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlfl
     )
     assert len(pd.read_csv(project.dir / "reports" / "leaderboard.csv")) == 3
 
-    # a changed model setting is a new result for that model only
-    third = project("run", "--models", "edsr,tricubic", "-S", "models.edsr.lr=0.002")
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert third.stdout.count("reused") == 1
-    assert len(mlflow_runs(project.dir, "edsr")) == 2
-    assert len(pd.read_csv(project.dir / "reports" / "leaderboard.csv")) == 3
-
-
-@pytest.mark.slow
-def test_seeds_nest_per_seed_runs_and_reuse_the_single_seed_run(project, mlflow_runs):
-    first = project("run", "--models", "edsr", "--no-report")
-    assert first.returncode == 0, first.stderr[-3000:]
+    # seeds: seed 1 is the single-seed run above (reused, not retrained), seed 2 is new
     single = pd.read_csv(project.dir / "runs" / "models" / "edsr" / "per_subject.csv")
 
     res = project("run", "--models", "edsr", "--seeds", "2", "--no-report")
@@ -170,6 +173,14 @@ def test_seeds_nest_per_seed_runs_and_reuse_the_single_seed_run(project, mlflow_
     assert board.loc[board.model == "edsr", "psnr_std"].item() == pytest.approx(
         agg["test_psnr_std"]
     )
+
+    # a changed model setting is a new result for that model only
+    edsr_results = len(mlflow_runs(project.dir, "edsr"))
+    third = project("run", "--models", "edsr,tricubic", "-S", "models.edsr.lr=0.002")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stdout.count("reused") == 1
+    assert len(mlflow_runs(project.dir, "edsr")) == edsr_results + 1
+    assert len(pd.read_csv(project.dir / "reports" / "leaderboard.csv")) == 3
 
 
 # Long enough to be interrupted between checkpoints (a few seconds per epoch).
@@ -242,56 +253,6 @@ def test_bad_run_requests_exit_2_with_one_line(project, args, needle):
     assert not (project.dir / "runs" / "ray").exists()
 
 
-@pytest.mark.slow
-def test_tune_runs_asha_trials_and_writes_params_run_accepts(project, mlflow_runs):
-    import yaml
-
-    from crfm_bench.config import load_params
-
-    project.write(
-        {
-            "tune": {
-                "model": "edsr",
-                "num_samples": 2,
-                "max_epochs": 2,
-                "grace_period": 1,
-                "space": {"lr": {"loguniform": [0.0005, 0.003]}, "n_feats": {"choice": [4, 8]}},
-            }
-        }
-    )
-    res = project("tune")
-    assert res.returncode == 0, res.stderr[-3000:]
-    best_file = project.dir / "reports" / "tune" / "edsr-best.yaml"
-    assert f"wrote {best_file.relative_to(project.dir)}" in res.stdout.replace("\n", "")
-    tuned = load_params(best_file)
-    assert 0.0005 <= tuned.models["edsr"].lr <= 0.003
-    assert tuned.models["edsr"].options["n_feats"] in (4, 8)
-    runs = mlflow_runs(project.dir)
-    parent = [r for r in runs if r.data.tags.get("crfm.kind") == "tune"]
-    trials = [r for r in runs if r.data.tags.get("crfm.kind") == "trial"]
-    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
-    assert len(trials) == 2
-    assert all(t.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for t in trials)
-    tree = yaml.safe_load(best_file.read_text())
-    assert tree["models"]["edsr"]["epochs"] is None  # full schedule of train.epochs
-    assert tuned.train == load_params(project.dir / "params.yaml").train
-
-
-@pytest.mark.slow
-def test_two_ray_train_workers_train_with_ddp(project, mlflow_runs):
-    # DDP over two CPU workers (gloo): each worker draws its shard of the patches; rank 0 alone
-    # reports checkpoints and the controller logs each epoch once.
-    project.write({"train": {"num_workers": 2, "cpus_per_worker": 1, "epochs": 2}})
-    res = project("run", "--models", "edsr")
-    assert res.returncode == 0, res.stderr[-3000:]
-    runs = mlflow_runs(project.dir, "edsr")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert len(history(project.dir, runs[0].info.run_id, "val_psnr")) == 2
-    pids = list((project.dir / "runs" / "pids").glob("edsr-*/rank*.pid"))
-    assert sorted(p.name for p in pids) == ["rank0.pid", "rank1.pid"]
-    assert len({p.read_text() for p in pids}) == 2  # two distinct worker processes
-
-
 @pytest.fixture
 def other_ray_on_host(free_port):
     """Someone else's Ray on this machine, started the plain way (``ray start --head``, default
@@ -324,17 +285,24 @@ def other_ray_on_host(free_port):
     address = f"127.0.0.1:{ports[0]}"
     deadline = time.monotonic() + 120
     while True:
-        probe = subprocess.run(
-            [str(Path(sys.executable).with_name("ray")), "status", f"--address={address}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if probe.returncode == 0 and "CPU" in probe.stdout:
+        try:
+            probe = subprocess.run(
+                [str(Path(sys.executable).with_name("ray")), "status", f"--address={address}"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired:  # a loaded machine: not up yet, the deadline bounds
+            probe = None
+        if probe is not None and probe.returncode == 0 and "CPU" in probe.stdout:
             break
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            proc.terminate()  # --block: stops that cluster's processes (a kill orphans them)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
             pytest.fail("the other Ray (ray start --head) did not come up within 120 s")
         time.sleep(1)
     yield address
@@ -350,12 +318,18 @@ def other_ray_on_host(free_port):
 
 @pytest.mark.slow
 def test_tune_trials_each_drive_a_two_worker_ray_train_run(project, mlflow_runs, other_ray_on_host):
+    # One search checks the whole of tune: ASHA trials in MLflow under one parent, and the
+    # best trial written as a params file that `run` accepts.
     # Train V2 in Tune: each trial launches a TorchTrainer of two DDP workers and forwards its
     # reports through TuneReportCallback. ASHA stops trials before their function returns (at
     # the grace period or at max_t); the next trial must still get the workers' CPUs (without
     # Ray's state API the stopped trial's placement group leaked and the search hung).
     # Another Ray runs on the host meanwhile: the state API that frees a stopped trial's
     # workers must ask crfm-bench's own Ray, not auto-detect that one (issue 11's hang).
+    import yaml
+
+    from crfm_bench.config import load_params
+
     project.write(
         {
             "train": {"num_workers": 2},
@@ -364,7 +338,7 @@ def test_tune_trials_each_drive_a_two_worker_ray_train_run(project, mlflow_runs,
                 "num_samples": 3,
                 "max_epochs": 2,
                 "grace_period": 1,
-                "space": {"lr": {"loguniform": [0.0003, 0.003]}},
+                "space": {"lr": {"loguniform": [0.0003, 0.003]}, "n_feats": {"choice": [4, 8]}},
             },
         }
     )
@@ -378,11 +352,23 @@ def test_tune_trials_each_drive_a_two_worker_ray_train_run(project, mlflow_runs,
         pids = sorted(trial.glob("rank*.pid"))
         assert [p.name for p in pids] == ["rank0.pid", "rank1.pid"]
         assert len({p.read_text() for p in pids}) == 2
-    runs = [r for r in mlflow_runs(project.dir) if r.data.tags.get("crfm.kind") == "trial"]
-    assert len(runs) == 3
-    epochs = sorted(len(history(project.dir, r.info.run_id, "val_psnr")) for r in runs)
+    runs = mlflow_runs(project.dir)
+    parent = [r for r in runs if r.data.tags.get("crfm.kind") == "tune"]
+    trial_runs = [r for r in runs if r.data.tags.get("crfm.kind") == "trial"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert len(trial_runs) == 3
+    assert all(t.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for t in trial_runs)
+    epochs = sorted(len(history(project.dir, r.info.run_id, "val_psnr")) for r in trial_runs)
     assert epochs[-1] == 2 and epochs[0] >= 1  # the best ran the whole budget
-    assert (project.dir / "reports" / "tune" / "edsr-best.yaml").is_file()
+
+    best_file = project.dir / "reports" / "tune" / "edsr-best.yaml"
+    assert f"wrote {best_file.relative_to(project.dir)}" in res.stdout.replace("\n", "")
+    tuned = load_params(best_file)
+    assert 0.0003 <= tuned.models["edsr"].lr <= 0.003
+    assert tuned.models["edsr"].options["n_feats"] in (4, 8)
+    tree = yaml.safe_load(best_file.read_text())
+    assert tree["models"]["edsr"]["epochs"] is None  # full schedule of train.epochs
+    assert tuned.train == load_params(project.dir / "params.yaml").train
 
 
 def test_worker_group_larger_than_the_local_ray_stops_before_any_work(project):
