@@ -101,6 +101,8 @@ def test_whole_benchmark_as_one_dvc_pipeline(repo, tmp_path):
 
     # an interrupted repro: the rerun completes and nothing half-written is trusted
     set_param(repo, "models.edsr.lr", 0.0015)
+    checkpoints = repo / "runs" / "ray"
+    before = set(checkpoints.glob("edsr-*/checkpoint_*"))  # the earlier runs' checkpoints
     proc = subprocess.Popen(
         ["dvc", "repro"],
         cwd=repo,
@@ -110,10 +112,12 @@ def test_whole_benchmark_as_one_dvc_pipeline(repo, tmp_path):
         text=True,
     )
     t0 = time.time()
-    while time.time() - t0 < 300 and not list((repo / "runs" / "ray").glob("edsr-*/checkpoint_*")):
-        time.sleep(0.5)
+    # interrupt once this repro's edsr training has written its first checkpoint
+    while time.time() - t0 < 300 and not set(checkpoints.glob("edsr-*/checkpoint_*")) - before:
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0, err[-2000:]  # it was interrupted, not finished
     again = sh(repo, "dvc", "repro")
     assert "train@edsr" in ran(again.stdout) or "leaderboard" in ran(again.stdout)
     assert "up to date" in sh(repo, "dvc", "status").stdout.lower()
