@@ -105,6 +105,7 @@ def make_params(root: Path, quick: bool, threads: int, epochs: int, val_patches:
         "train.mixed_precision='off'",
         f"ray.num_cpus={max(threads, os.cpu_count() or 1)}",
         f"eval.window={32 if quick else 48}",
+        "eval.batch_size=2",  # windows of 2 per call: the comparison needs several calls
     ]
     return load_params(None, overrides)
 
