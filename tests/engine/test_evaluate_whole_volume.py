@@ -90,7 +90,7 @@ def test_tricubic_whole_volume_agrees_with_the_sliding_window() -> None:
 
 
 def test_learned_models_still_use_the_sliding_window() -> None:
-    params = load_params(None, ["eval.window=16"])
+    params = load_params(None, ["eval.window=16", "eval.batch_size=2"])  # several calls
     case = band_limited_case(seed=2)
     torch.manual_seed(0)
     model = create_model("edsr", 3, 2, n_feats=4, n_blocks=1).eval()
