@@ -81,3 +81,14 @@ def make_project(
     sh(root, "git", "config", "user.name", "test")
     sh(root, "dvc", "remote", "modify", "--local", "local", "url", str(store))
     return root
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    """A nested params tree as {"a.b.c": value} (empty dicts kept as values)."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out |= flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from dvc_support import flat
 
 from crfm_bench.config import load_params
 from crfm_bench.report.ablation import PARTS
@@ -22,16 +23,6 @@ ABLATION_KEYS = {"benchmark.models", "train.seeds"} | {
     if name != "crfm-noref"  # already in the root params.yaml
     for k in ("size", "lr", "epochs", "batch_size", "options")
 }
-
-
-def flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out |= flat(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def test_ablation_params_mirror_the_root_params():

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from dvc_support import flat
 
 from crfm_bench.config import load_params
 
@@ -23,16 +24,6 @@ CLUSTER_KEYS = {
     "tracking.artifact_location",
     "degrade.workers",
 }
-
-
-def flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out |= flat(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def test_cluster_profile_validates_and_changes_only_cluster_settings():
