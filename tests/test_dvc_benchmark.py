@@ -3,6 +3,7 @@ plots, experiments, an interrupted repro, and push / fresh clone / pull."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -110,12 +111,15 @@ def test_whole_benchmark_as_one_dvc_pipeline(repo, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     t0 = time.time()
     # interrupt once this repro's edsr training has written its first checkpoint
     while time.time() - t0 < 300 and not set(checkpoints.glob("edsr-*/checkpoint_*")) - before:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    # Ctrl-C: the terminal signals the whole foreground group (DVC waits out its stage's
+    # command, which must get the signal itself)
+    os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0, err[-2000:]  # it was interrupted, not finished
     again = sh(repo, "dvc", "repro")
