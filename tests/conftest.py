@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,33 @@ from crfm_bench.stackenv import apply_defaults
 
 apply_defaults()
 
-torch.set_num_threads(2)
+# `make test` runs the suite on pytest-xdist workers (PYTEST_XDIST_WORKER_COUNT of them): the
+# machine's cores are shared between them, not claimed by each
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 2) // _WORKERS)))
+
+
+def _shared_fixture(item) -> str | None:
+    """Where the first of our module- or session-scoped fixtures (a real run, a server) that
+    the test uses is defined (a test module, or a conftest's folder); None if it uses none."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info else ()
+    shared = sorted(d[-1].baseid for d in defs if d and d[-1].scope != "function" and d[-1].baseid)
+    return shared[0] if shared else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order and groups for parallel workers (``make test``: pytest-xdist, ``--dist loadgroup``).
+
+    * Slow end-to-end tests first (stable order otherwise): the long ones start at once and
+      the many short ones fill the gaps, instead of a long test starting last.
+    * The tests that share a module- or session-scoped fixture run on one worker, so the
+      fixture (a real benchmark run, a two-node cluster) is built once.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    for item in items:
+        if group := _shared_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 # Variables an in-process step sets for the processes it starts (the local Ray's loopback mode
@@ -24,8 +52,6 @@ _PROCESS_ENV = (
 
 @pytest.fixture(autouse=True)
 def _environment_per_test():
-    import os
-
     before = {k: os.environ.get(k) for k in _PROCESS_ENV}
     yield
     for key, value in before.items():

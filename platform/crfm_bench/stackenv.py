@@ -51,10 +51,16 @@ def ensure_ray_token() -> Path | None:
     if path.exists():
         return path
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # written whole under a private name, then linked into place (link never replaces): a
+    # process starting at the same moment sees no file or the whole token, never a partial one
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        os.link(tmp, path)
     except FileExistsError:  # another process made it first: use theirs
-        return path
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

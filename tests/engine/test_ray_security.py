@@ -47,6 +47,22 @@ def test_ray_token_is_created_private_and_kept(tmp_path, monkeypatch):
     assert ensure_ray_token() == path and path.read_text() == token  # kept, not replaced
 
 
+def test_processes_starting_together_share_one_whole_token(tmp_path):
+    # parallel test workers, or two runs started at once: each reads the same complete token
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    code = "from crfm_bench.stackenv import ensure_ray_token as e; print(e().read_text())"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    tokens = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(set(tokens)) == 1 and len(tokens[0]) == 64
+    assert [f.name for f in (tmp_path / ".ray").iterdir()] == ["auth_token"]  # no leftovers
+
+
 def test_a_token_the_user_chose_is_respected(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("RAY_AUTH_TOKEN", "f" * 64)
