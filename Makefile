@@ -21,13 +21,18 @@ venv: $(VENV)/.complete
 run: venv
 	$(BIN)/crfm-bench run $(ARGS)
 
+# The suite on TEST_WORKERS pytest-xdist processes: the slow end-to-end tests spend much of
+# their time waiting on subprocesses (Ray start-up, DVC, servers), so two overlap well on
+# 2 cores. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 test: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 # The whole DVC pipeline (dvc.yaml) with the environment's tools on PATH.
 repro: venv

@@ -39,7 +39,7 @@ TINY = {
     },
     "eval": {"window": 24},
     "models": {"edsr": {"options": {"n_blocks": 2, "n_feats": 8}}},
-    "ray": {"num_cpus": 2},
+    "ray": {"num_cpus": 2, "dashboard": False},
 }
 
 

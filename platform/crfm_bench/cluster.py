@@ -31,6 +31,7 @@ _local = False
 
 # Ray's switch for its single-machine mode (node address 127.0.0.1, servers on loopback)
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train V2
 _saved_single_machine: tuple[str | None, bool] | None = None
 _api_server_set: str | None = None  # the RAY_API_SERVER_ADDRESS this process exported
 
@@ -142,6 +143,10 @@ def ensure_ray(cfg: RayConfig, address: str | None = None) -> str:
         where = address or "local"
         raise ServiceError(f"ray.address {where}: cannot connect ({exc})") from None
     _local = True
+    # Nothing on one machine is drained or pre-empted, so Ray Train's pre-emption watcher
+    # (one more actor process per training run, ~2 CPU s of imports each) is off for the
+    # local Ray; a user's own setting wins, and a cluster keeps Ray's default.
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     where = f"local ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs"
     url = context.dashboard_url if cfg.dashboard else None
     return where + (f", dashboard http://{url})" if url else ")")

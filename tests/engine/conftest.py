@@ -34,7 +34,9 @@ TINY = {
         "edsr": {"options": {"n_blocks": 2, "n_feats": 8}},
         "crfm": {"options": {"n_feats": 8}},
     },
-    "ray": {"num_cpus": 2},
+    # no dashboard (about 10 CPU s per run): the tests that need it (the socket check of the
+    # full run, tune's state API) turn it on
+    "ray": {"num_cpus": 2, "dashboard": False},
 }
 
 

@@ -150,50 +150,6 @@ def mlflow_server(tmp_path, free_port):
     proc.wait(timeout=30)
 
 
-@pytest.mark.slow
-def test_run_on_an_existing_ray_cluster_logs_to_a_tracking_server(project, ray_head, mlflow_server):
-    address, env = ray_head
-    env = {**env, "MLFLOW_TRACKING_URI": mlflow_server}
-    models = ("run", "--models", "edsr,tricubic,zerofill", "--address", address)
-    res = project(*models, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert f"ray cluster at {address}" in res.stdout
-    assert (project.dir / "runs" / "models" / "edsr" / "checkpoint" / "state.pt").is_file()
-    assert not (project.dir / "mlflow.db").exists()  # nothing went to the local default
-    client = MlflowClient(mlflow_server)
-
-    def model_runs() -> list:
-        runs = [
-            r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
-        ]
-        return [r for r in runs if r.data.tags.get("crfm.kind") == "model"]
-
-    runs = model_runs()
-    assert sorted(r.data.tags.get("crfm.model") for r in runs) == ["edsr", "tricubic", "zerofill"]
-    assert all(r.info.status == "FINISHED" for r in runs)
-    child = next(r for r in runs if r.data.tags.get("crfm.model") == "tricubic")
-    assert {"per_subject.csv", "slices.png"} <= {
-        a.path for a in client.list_artifacts(child.info.run_id)
-    }
-    # the same configuration again reuses the server's finished runs
-    again = project(*models, env=env)
-    assert again.returncode == 0 and again.stdout.count("reused") == 3, again.stderr[-2000:]
-    assert len(model_runs()) == 3
-
-    # another machine (no local outputs) reuses them too: the output folder comes back
-    # from the server's artifacts, whole
-    folder = project.dir / "runs" / "models" / "tricubic"
-    before = json.loads((folder / "metrics.json").read_text())
-    shutil.rmtree(project.dir / "runs" / "models")
-    third = project(*models, env=env)
-    assert third.returncode == 0 and third.stdout.count("reused") == 3, third.stderr[-2000:]
-    assert json.loads((folder / "metrics.json").read_text()) == before
-    assert {"per_subject.csv", "slices.png", "history.csv", "predictions"} <= {
-        p.name for p in folder.iterdir()
-    }
-    assert not list(folder.parent.glob(".*"))  # no download or staging folder left behind
-
-
 def test_unreachable_ray_cluster_is_one_clear_error(project, free_port):
     port = free_port()
     res = project("run", "--models", "edsr", "--address", f"127.0.0.1:{port}", timeout=300)
@@ -222,15 +178,51 @@ HOG = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_a_worker_group_that_never_gets_cpus_is_one_line_after_a_bounded_wait(project, ray_head):
+def test_run_on_an_existing_ray_cluster_with_a_tracking_server(project, ray_head, mlflow_server):
+    # One head serves two checks. First the run: the head trains, the server tracks, and
+    # another machine (no local outputs) reuses the finished runs. Then the bound: once other
+    # Ray work holds every CPU, a run that needs a worker group ends in one line.
+    address, env = ray_head
+    env = {**env, "MLFLOW_TRACKING_URI": mlflow_server}
+    models = ("run", "--models", "edsr,tricubic,zerofill", "--address", address)
+    res = project(*models, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"ray cluster at {address}" in res.stdout
+    assert (project.dir / "runs" / "models" / "edsr" / "checkpoint" / "state.pt").is_file()
+    assert not (project.dir / "mlflow.db").exists()  # nothing went to the local default
+    client = MlflowClient(mlflow_server)
+
+    def model_runs() -> list:
+        runs = [
+            r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+        ]
+        return [r for r in runs if r.data.tags.get("crfm.kind") == "model"]
+
+    runs = model_runs()
+    assert sorted(r.data.tags.get("crfm.model") for r in runs) == ["edsr", "tricubic", "zerofill"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    child = next(r for r in runs if r.data.tags.get("crfm.model") == "tricubic")
+    assert {"per_subject.csv", "slices.png"} <= {
+        a.path for a in client.list_artifacts(child.info.run_id)
+    }
+    # another machine (no local outputs) reuses the server's finished runs: the output
+    # folder comes back from the server's artifacts, whole
+    folder = project.dir / "runs" / "models" / "tricubic"
+    before = json.loads((folder / "metrics.json").read_text())
+    shutil.rmtree(project.dir / "runs" / "models")
+    again = project(*models, env=env)
+    assert again.returncode == 0 and again.stdout.count("reused") == 3, again.stderr[-2000:]
+    assert len(model_runs()) == 3
+    assert json.loads((folder / "metrics.json").read_text()) == before
+    assert {"per_subject.csv", "slices.png", "history.csv", "predictions"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert not list(folder.parent.glob(".*"))  # no download or staging folder left behind
+
     # On a cluster crfm-bench does not check that the group fits (an autoscaler may add
     # nodes), so Ray Train's own start timeout, tried START_ATTEMPTS times, is the bound.
     from crfm_bench.engine.trainer import START_ATTEMPTS
 
-    address, env = ray_head
-    for step in (("data", "synth"), ("degrade",)):  # the data first: the bound is for Ray
-        prep = project(*step, timeout=300)
-        assert prep.returncode == 0, prep.stderr[-2000:]
     hog = subprocess.run(
         [sys.executable, "-c", HOG, address], env=env, capture_output=True, text=True, timeout=180
     )
@@ -238,14 +230,12 @@ def test_a_worker_group_that_never_gets_cpus_is_one_line_after_a_bounded_wait(pr
     # The driver's value reaches Ray Train's controller (Ray Train propagates its RAY_TRAIN_*
     # variables to the controller actor's runtime env). The bound shows it: with Ray's
     # default (60 s) the tries alone would take 300 s.
+    edsr = json.loads((project.dir / "runs" / "models" / "edsr" / "metrics.json").read_text())
     timeout_s, bound_s = 2, 280
     try:
         res = project(
-            "run",
-            "--models",
-            "edsr",
-            "--address",
-            address,
+            *("run", "--models", "edsr", "--address", address),
+            *("-S", "models.edsr.lr=0.002"),  # a new result: it must train
             env={**env, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(timeout_s)},
             timeout=bound_s,
         )
@@ -259,4 +249,9 @@ def test_a_worker_group_that_never_gets_cpus_is_one_line_after_a_bounded_wait(pr
         f"{START_ATTEMPTS * timeout_s} s" in errors[0]
     ), errors[0]
     assert "ray status" in errors[0]
-    assert not (project.dir / "runs" / "models" / "edsr").exists()  # nothing partial
+    # nothing partial: the earlier result stands, no new finished run
+    assert (
+        json.loads((project.dir / "runs" / "models" / "edsr" / "metrics.json").read_text()) == edsr
+    )
+    assert [r.info.status for r in model_runs()].count("FINISHED") == 3
+    assert not list((project.dir / "runs" / "models").glob(".*"))

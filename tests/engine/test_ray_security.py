@@ -1,9 +1,10 @@
 """The local Ray that crfm-bench starts is safe by default: it listens on loopback only, and
 Ray's token authentication stays on, with a token only the user can read.
 
-Checked on real processes: the listening sockets of a real ``crfm-bench run`` (Ray's GCS,
-raylet, workers, dashboard and agents) with ``psutil``, and a real client that presents a
-wrong token and is refused by the GCS.
+Checked on real processes: a real client that presents a wrong token is refused by the GCS.
+The listening sockets of a real ``crfm-bench run`` with DDP on two workers (Ray's GCS,
+raylet, workers, dashboard, agents and the workers' rendezvous) are checked with ``psutil``
+in ``test_run_e2e``'s full run, which serves several checks.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
-from ray_sockets import assert_loopback_only, is_loopback, private_home_env, run_sampled
+from ray_sockets import is_loopback
 
 from crfm_bench.stackenv import DEFAULTS, ensure_ray_token
 
@@ -68,29 +68,6 @@ def test_a_token_the_user_chose_is_respected(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "f" * 64)
     assert ensure_ray_token() is None
     assert not (tmp_path / ".ray").exists()
-
-
-@pytest.mark.slow
-def test_a_real_ddp_run_listens_on_loopback_only_and_trains(project, tmp_path, mlflow_runs):
-    # DDP with two workers: Ray, the dashboard, the agents, the Train workers and their
-    # rendezvous. HOME in the project: the run's token is made there. (The default single
-    # worker's run is sampled alike in test_run_e2e's full run.) The same run checks DDP
-    # itself: each worker draws its shard of the patches; rank 0 alone reports checkpoints
-    # and the controller logs each epoch once.
-    project.write({"train": {"num_workers": 2, "cpus_per_worker": 1, "epochs": 2}})
-    res, seen = run_sampled(
-        [str(EXE), "run", "--models", "edsr"], project.dir, private_home_env(tmp_path)
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert_loopback_only(seen, tmp_path)
-
-    runs = mlflow_runs(project.dir, "edsr")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    client = MlflowClient(f"sqlite:///{project.dir / 'mlflow.db'}")
-    assert len(client.get_metric_history(runs[0].info.run_id, "val_psnr")) == 2
-    pids = list((project.dir / "runs" / "pids").glob("edsr-*/rank*.pid"))
-    assert sorted(p.name for p in pids) == ["rank0.pid", "rank1.pid"]
-    assert len({p.read_text() for p in pids}) == 2  # two distinct worker processes
 
 
 HEAD = textwrap.dedent(
