@@ -14,7 +14,8 @@ alongside on the same batch and HR patch (the machine's convolution roofline).
    training patch, LR 32^3). One step is the engine loop's: forward + loss, backward,
    gradient clipping (1.0) and Adam. Patches come from a ``PatchDataset`` (the engine's
    sampler) over an in-memory synthetic volume of the default test shape, through a
-   ``DataLoader`` as in training. Each phase (data, forward, backward, optimizer) is timed
+   ``DataLoader`` as in training. Adam is the engine's (``crfm_bench.engine.step.ADAM_IMPL``,
+   fused), so the step is the one training runs. Each phase (data, forward, backward, optimizer) is timed
    with its own wall clock (on CPU every op is synchronous, so the phases add up to the
    step); medians over the timed steps after two warm-up steps. GFLOP per step come from
    ``torch.utils.flop_counter.FlopCounterMode`` over forward + backward (convolutions and
@@ -62,6 +63,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from crfm_bench.engine.data import Case, PatchDataset
+from crfm_bench.engine.step import ADAM_IMPL
 from crfm_bench.models import create_model, list_models, model_info
 
 SCALE = (2, 2, 2)
@@ -218,7 +220,7 @@ def bench_training(
     for name in names:
         torch.manual_seed(0)
         model = create_model(name, 3, SCALE)
-        opt = make_optimizer(model, "default")
+        opt = make_optimizer(model, ADAM_IMPL)  # the engine's Adam, as training runs it
         data = loader(case, patch, batch, steps + 3)
         first = next(iter(data))
         flops, ops = step_flops(model, first["lr"], first["ref"], first["hr"])
