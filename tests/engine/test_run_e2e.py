@@ -389,7 +389,13 @@ def test_tune_trials_each_drive_a_two_worker_ray_train_run(project, mlflow_runs,
 
 
 def test_worker_group_larger_than_the_local_ray_stops_before_any_work(project):
-    project.write({"train": {"num_workers": 2, "cpus_per_worker": 2}, "ray": {"num_cpus": 3}})
+    # (with the dashboard: tune with several workers per trial needs it, and says so first)
+    project.write(
+        {
+            "train": {"num_workers": 2, "cpus_per_worker": 2},
+            "ray": {"num_cpus": 3, "dashboard": True},
+        }
+    )
     for command in (["run", "--models", "edsr"], ["tune", "--model", "edsr"]):
         res = project(*command)
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
