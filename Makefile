@@ -21,9 +21,9 @@ venv: $(VENV)/.complete
 run: venv
 	$(BIN)/crfm-bench run $(ARGS)
 
-# The suite on TEST_WORKERS pytest-xdist processes: the slow end-to-end tests spend much of
-# their time waiting on subprocesses (Ray start-up, DVC, servers), so two overlap well on
-# 2 cores. TEST_WORKERS=0 runs it in one process.
+# The suite on TEST_WORKERS pytest-xdist processes: one test alone leaves a core idle while it
+# waits on Ray start-up, DVC or a server; two keep about 1.8 of 2 cores busy (measured with
+# benchmarks/pytest_cpu.py). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 test: venv
