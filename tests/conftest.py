@@ -34,6 +34,7 @@ def _shared_fixture(item) -> str | None:
     return shared[0] if shared else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Order and groups for parallel workers (``make test``: pytest-xdist, ``--dist loadgroup``).
 
@@ -46,6 +47,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if group := _shared_fixture(item):
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_finish(session):
+    """Refuse to run with groups that xdist did not apply: the shared runs would be built once
+    per worker, silently (pytest 9.2 with pytest-xdist 3.8, pytest-xdist#1386)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return  # not an xdist worker with --dist loadgroup
+    lost = [
+        item.nodeid
+        for item in session.items
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+    ]
+    if lost:
+        raise pytest.UsageError(
+            f"pytest-xdist did not apply --dist loadgroup (e.g. {lost[0]}): this pytest "
+            "changed node ids (pytest-xdist#1386); use the versions in constraints.txt"
+        )
 
 
 # Variables an in-process step sets for the processes it starts (the local Ray's loopback mode
