@@ -124,7 +124,8 @@ def test_the_local_ray_refuses_a_client_without_its_token(tmp_path):
             )
             return res.stdout + res.stderr
 
-        wrong = client(RAY_AUTH_TOKEN="0" * 64)
+        # a refused driver retries its GCS connection once a second, 20 times: twice is enough
+        wrong = client(RAY_AUTH_TOKEN="0" * 64, RAY_NUM_REDIS_GET_RETRIES="2")
         assert "REFUSED" in wrong and "CONNECTED" not in wrong, wrong[-2000:]
         assert "InvalidAuthToken" in wrong, wrong[-2000:]  # refused by the GCS, for the token
         assert "CONNECTED 1" in client()  # the user's own token (in HOME) is accepted
