@@ -94,30 +94,49 @@ class ProgressBoard:
 
 
 class ReportRelay(UserCallback):
-    """Forward each Ray Train report (rank 0's metrics) to a Ray queue the driver reads."""
+    """Forward each Ray Train report (rank 0's metrics) of run ``name`` to a Ray queue the
+    driver reads."""
 
-    def __init__(self, queue) -> None:
+    def __init__(self, queue, name: str) -> None:
         self.queue = queue
+        self.name = name
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         if metrics:
-            self.queue.put(dict(metrics[0]), timeout=10)
+            self.queue.put((self.name, dict(metrics[0])), timeout=10)
+
+
+# One queue actor per driver and Ray session, shared by the runs it trains: an actor is a
+# process of its own (about 2 CPU s to start), not worth one per training.
+_queue: tuple[str, Any] | None = None
+
+
+def _shared_queue():
+    import ray
+    from ray.util.queue import Queue
+
+    global _queue
+    job = ray.get_runtime_context().get_job_id()
+    if _queue is None or _queue[0] != job:  # first use, or a new Ray since
+        _queue = (job, Queue(actor_options={"num_cpus": 0}))
+    return _queue[1]
 
 
 @contextlib.contextmanager
 def relayed(board: ProgressBoard, name: str, epochs: int) -> Iterator[list]:
     """Yield the Train callbacks that feed ``board`` with the reports of run ``name``; a
-    driver thread reads them until the block ends (then the queue actor is killed)."""
-    import ray
-    from ray.util.queue import Empty, Queue
+    driver thread shows them until the block ends. Ray Train returns after the controller
+    has put its last report, so the thread's final drain shows every report of the run.
+    Each report carries its run's name: runs trained at once may read each other's."""
+    from ray.util.queue import Empty
 
-    queue = Queue(actor_options={"num_cpus": 0})
+    queue = _shared_queue()
     stop = threading.Event()
 
     def pump() -> None:
         while True:
             try:
-                board.update(name, queue.get(timeout=0.5))
+                board.update(*queue.get(timeout=0.5))
             except Empty:
                 if stop.is_set():
                     return
@@ -128,11 +147,10 @@ def relayed(board: ProgressBoard, name: str, epochs: int) -> Iterator[list]:
     thread = threading.Thread(target=pump, name=f"progress-{name}", daemon=True)
     thread.start()
     try:
-        yield [ReportRelay(queue)]
+        yield [ReportRelay(queue, name)]
     finally:
         stop.set()
         thread.join(timeout=10)
-        ray.kill(queue.actor)
 
 
 class TrialTable:
