@@ -125,3 +125,34 @@ def test_training_seed_changes_the_weights_not_the_validation_patches(params, ca
     assert b.last_state["seed"] == params.train.seed + 1
     w_a, w_b = a.last_state["model"], b.last_state["model"]
     assert any(not torch.equal(w_a[k], w_b[k]) for k in w_a)
+
+
+@pytest.mark.parametrize(
+    ("mode", "compute"), [("off", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]
+)
+def test_mixed_precision_reaches_the_step_through_the_loop(
+    params, cases, loop_config, mode, compute
+):
+    """``train.mixed_precision``: bf16 and fp16 (with its gradient scaler) run the step's
+    autocast, the paths CUDA takes, on the CPU; the convolutions compute in the low
+    precision, the loss and the reports stay finite, the weights and their state stay
+    float32. ``off`` computes in float32 throughout."""
+    p = params.model_copy(deep=True)
+    p.train.mixed_precision = mode
+    seen: set[torch.dtype] = set()
+
+    def conv_output(module, _inputs, output):
+        if isinstance(module, torch.nn.Conv3d):
+            seen.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(conv_output)
+    try:
+        session = LocalSession()
+        train_loop(loop_config(p, cases, epochs=1), session)
+    finally:
+        handle.remove()
+    assert compute in seen and (mode != "off" or seen == {torch.float32}), seen
+    report = session.reports[-1]
+    assert np.isfinite(report["train_loss"]) and np.isfinite(report["val_psnr"])
+    weights = session.last_state["model"].values()
+    assert all(w.dtype == torch.float32 for w in weights if w.is_floating_point())
