@@ -2,8 +2,8 @@
 
 The suite's slow tests (about a minute each). Each real run serves several checks: one
 project's sequence of runs (a full run whose process tree is sampled for its sockets, a
-rerun that must neither retrain nor duplicate, seeds reusing the single-seed run, a changed
-setting); one training whose worker is killed mid-run and which is then interrupted and
+rerun that must neither retrain nor duplicate, seeds reusing the single-seed run, and the
+ablation page on crfm and one ablation over two seeds); one training whose worker is killed mid-run and which is then interrupted and
 resumed; one tune search of two-worker trials. And the errors that must stop a run before any training starts.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,7 +77,14 @@ def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlfl
     # The learned models train with DDP on two workers, with the dashboard on: the sockets
     # sampled are those of Ray, the dashboard, the agents, the Train workers and their
     # rendezvous.
-    project.write({"train": {"num_workers": 2}, "ray": {"dashboard": True}})
+    project.write(
+        {
+            "synth": {"n_test": 2},  # two test subjects: the smallest n with an interval
+            "train": {"num_workers": 2},
+            "ray": {"dashboard": True},
+            "models": {ABLATION: {"options": {"n_feats": 8}}},
+        }
+    )
     res, seen = run_sampled(
         [str(EXE), "run", "--models", "edsr,crfm,tricubic"],
         project.dir,
@@ -151,17 +159,17 @@ def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlfl
     )
     assert len(pd.read_csv(project.dir / "reports" / "leaderboard.csv")) == 3
 
-    # seeds: seed 1 is the single-seed run above (reused, not retrained), seed 2 is new
-    single = pd.read_csv(project.dir / "runs" / "models" / "edsr" / "per_subject.csv")
-
-    res = project("run", "--models", "edsr", "--seeds", "2", "--no-report")
+    # seeds: crfm's seed 1 is the single-seed run above (reused, not retrained), its seed 2
+    # is new, and so are both seeds of one capacity-matched ablation
+    single = pd.read_csv(project.dir / "runs" / "models" / "crfm" / "per_subject.csv")
+    res = project("run", "--models", f"crfm,{ABLATION}", "--seeds", "2", "--no-report")
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("reused") == 1  # seed 1 is the single-seed run: not retrained
     assert [
-        ln.split()[4] for ln in res.stdout.splitlines() if ln.startswith("edsr (seed 1): epoch")
+        ln.split()[4] for ln in res.stdout.splitlines() if ln.startswith("crfm (seed 1): epoch")
     ] == ["1/2", "2/2"]
 
-    out = project.dir / "runs" / "models" / "edsr"
+    out = project.dir / "runs" / "models" / "crfm"
     seed_metrics = [json.loads((out / f"seed-{k}" / "metrics.json").read_text()) for k in (1, 2)]
     assert [m["seed"] for m in seed_metrics] == [0, 1]
     agg = json.loads((out / "metrics.json").read_text())
@@ -175,7 +183,7 @@ def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlfl
         (single["psnr"] + seed2["psnr"]).to_numpy() / 2
     )
 
-    runs = mlflow_runs(project.dir, "edsr")
+    runs = mlflow_runs(project.dir, "crfm")
     aggregate = [r for r in runs if r.data.tags.get("seeds") == "2"]
     seeds = [r for r in runs if r.data.tags.get("crfm.kind") == "seed"]
     assert len(aggregate) == 1 and len(seeds) == 1  # seed 2 new, seed 1 reused
@@ -183,18 +191,87 @@ def test_run_trains_evaluates_tracks_and_reruns_without_duplicates(project, mlfl
     assert seeds[0].data.tags["crfm.seed"] == "1"
     assert seed_metrics[0]["run_id"] in aggregate[0].data.params["seed_runs"]
     board = pd.read_csv(project.dir / "reports" / "leaderboard.csv")
-    assert board.loc[board.model == "edsr", "seeds"].item() == 2
-    assert board.loc[board.model == "edsr", "psnr_std"].item() == pytest.approx(
+    assert board.loc[board.model == "crfm", "seeds"].item() == 2
+    assert board.loc[board.model == "crfm", "psnr_std"].item() == pytest.approx(
         agg["test_psnr_std"]
     )
+    # the other models' results are untouched: edsr is still its single-seed run
+    assert len(mlflow_runs(project.dir, "edsr")) == 1
+    assert board.loc[board.model == "edsr", "seeds"].item() == 1
 
-    # a changed model setting is a new result for that model only
-    edsr_results = len(mlflow_runs(project.dir, "edsr"))
-    third = project("run", "--models", "edsr,tricubic", "-S", "models.edsr.lr=0.002")
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert third.stdout.count("reused") == 1
-    assert len(mlflow_runs(project.dir, "edsr")) == edsr_results + 1
-    assert len(pd.read_csv(project.dir / "reports" / "leaderboard.csv")) == 3
+    check_ablation_page(project)
+
+
+ABLATION = "crfm-nograd"  # one ablation: the page's machinery, not the whole study
+
+
+def expected(models: Path, ablation: str, metric: str) -> tuple[float, list[float]]:
+    """Mean over subjects of the seed-averaged paired difference, and the per-seed means,
+    straight from the engine's files."""
+    diffs = []
+    for k in (1, 2):
+        ref = pd.read_csv(models / "crfm" / f"seed-{k}" / "per_subject.csv")
+        abl = pd.read_csv(models / ablation / f"seed-{k}" / "per_subject.csv")
+        pair = ref.merge(abl, on="subject", suffixes=("_r", "_a"))
+        assert len(pair) == len(ref) == 2
+        diffs.append(pair.set_index("subject")[f"{metric}_r"] - pair[f"{metric}_a"].values)
+    per_subject = pd.concat(diffs, axis=1).mean(axis=1)
+    return float(per_subject.mean()), [float(d.mean()) for d in diffs]
+
+
+def files(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def check_ablation_page(project) -> None:
+    """``crfm-bench ablation`` on the run's crfm and ablation seeds: the page, its numbers
+    recomputed here from the per-seed ``per_subject.csv`` files, and the inputs it must refuse
+    (exit 2, one line, nothing written)."""
+    res = project("ablation", "--ablations", ABLATION, "--seeds", "2", timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    reports = project.dir / "reports"
+    doc = json.loads((reports / "ablation.json").read_text())
+    assert doc["reference"] == "crfm" and doc["seeds"] == [0, 1] and doc["n_subjects"] == 2
+    assert [p["model"] for p in doc["parts"]] == [ABLATION]
+    runs = project.dir / "runs" / "models"
+    for part in doc["parts"]:
+        for metric in ("psnr", "ssim"):
+            e = part[metric]
+            mean, per_seed = expected(runs, part["model"], metric)
+            assert e["mean"] == pytest.approx(mean, abs=1e-9)
+            assert e["per_seed"] == pytest.approx(per_seed, abs=1e-9)
+            assert e["ci_low"] <= e["mean"] <= e["ci_high"]
+            assert e["n_subjects"] == 2 and e["n_seeds"] == 2
+            want = "helps" if e["ci_low"] > 0 else "hurts" if e["ci_high"] < 0 else "no evidence"
+            assert e["verdict"] == want
+    # capacity: the ablation within 3 % of crfm's parameters, shown on the page
+    n_crfm = doc["params"]["crfm"]
+    assert n_crfm > 0 and abs(doc["params"][ABLATION] / n_crfm - 1) < 0.03
+    md = (reports / "ablation.md").read_text()
+    html = (reports / "ablation.html").read_text()
+    assert "Student's t" in md and "subjects are the independent unit" in md
+    assert f"{int(n_crfm):,}" in md and f"{int(n_crfm):,}" in html
+    assert f"reference gradient branch G | {ABLATION}" in md
+    assert "<table>" in html and 'src="http' not in html  # one self-contained file
+
+    # refused inputs: one line naming the file or option, exit 2, the page untouched
+    before = files(reports)
+    cases = [
+        (("--seeds", "2"), "runs/models/crfm-noref: no finished result"),  # default: all five
+        (("--ablations", ABLATION), "trained with seeds [0, 1], expected [0]"),
+        (("--ablations", ABLATION, "--seeds", "2", "-S", "task.scale=1x1x4"), "setting"),
+        (("--ablations", ABLATION, "--seeds", "2", "-S", "eval.slice_axis=1"), "contract"),
+        (("--ablations", f"crfm,{ABLATION}", "--seeds", "2"), "--ablations: crfm is the reference"),
+    ]
+    missing_seed = (("--ablations", ABLATION, "--seeds", "2"), "seed-2/metrics.json: not found")
+    for k, (args, message) in enumerate([*cases, missing_seed]):
+        if k == len(cases):  # the last case: a seed folder gone
+            shutil.move(runs / ABLATION / "seed-2", project.dir / "seed-2")
+        bad = project("ablation", *args, timeout=120)
+        assert bad.returncode == 2, (args, bad.stdout[-1000:], bad.stderr[-2000:])
+        lines = bad.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, bad.stderr)
+        assert files(reports) == before
 
 
 # Long enough to act between checkpoints (a few seconds per epoch).
