@@ -16,8 +16,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psutil
 import pytest
-from ray_sockets import is_loopback
+from ray_sockets import is_loopback, listening
 
 from crfm_bench.stackenv import DEFAULTS, ensure_ray_token
 
@@ -28,6 +29,35 @@ def test_loopback_check_itself():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("::ffff:127.0.0.1")
     assert not is_loopback("0.0.0.0") and not is_loopback("::")
     assert not is_loopback("192.0.2.2") and not is_loopback("::ffff:192.0.2.2")
+
+
+LISTEN = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.bind((sys.argv[1], 0)); s.listen()\n"
+    "print(s.getsockname()[1], flush=True); sys.stdin.read()\n"
+)
+
+
+def test_the_sampler_sees_each_listening_socket_of_the_tree_with_its_address():
+    """What the e2e tests' socket check relies on: a descendant's listening sockets, with
+    the address each is bound to (loopback or every interface)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LISTEN, host], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        for host in ("127.0.0.1", "0.0.0.0")
+    ]
+    try:
+        ports = [int(p.stdout.readline()) for p in procs]
+        seen = listening(psutil.Process())
+        assert {(ip, port) for _name, ip, port in seen} >= {
+            ("127.0.0.1", ports[0]),
+            ("0.0.0.0", ports[1]),
+        }, seen
+    finally:
+        for p in procs:
+            p.stdin.close()
+            p.wait(timeout=30)
 
 
 def test_ray_auth_is_never_disabled_by_our_defaults():
