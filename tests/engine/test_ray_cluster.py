@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from ray_head import head_answers
 
 BIN = Path(sys.executable).parent
 
@@ -53,27 +54,6 @@ def _stop_head(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def _head_answers(proc: subprocess.Popen, address: str, env: dict, deadline: float) -> bool:
-    """Poll `ray status` until the head answers (True), exits (False) or the deadline."""
-    while time.monotonic() < deadline:
-        try:
-            probe = subprocess.run(
-                [str(BIN / "ray"), "status", f"--address={address}"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=max(5.0, min(60.0, deadline - time.monotonic())),
-            )
-            if probe.returncode == 0 and "CPU" in probe.stdout:
-                return True
-        except subprocess.TimeoutExpired:
-            pass  # `ray status` itself waited too long: ask again until the deadline
-        if proc.poll() is not None:
-            return False
-        time.sleep(1)
-    return False
-
-
 @pytest.fixture
 def ray_head(free_port):
     import secrets
@@ -89,13 +69,13 @@ def ray_head(free_port):
     }
     # Ray gives its raylet a fixed 30 s to register at startup; on a busy shared machine
     # that can fail, so a head that exits while starting is started once more
-    log = tempfile.TemporaryFile()  # ray start's output, shown if the head does not come up
+    log = tempfile.NamedTemporaryFile()  # ray start's output, shown if the head does not come up
     for attempt in (1, 2):
         # a short temp dir: Ray's Unix sockets live below it, and their paths are limited
         temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
         address = f"127.0.0.1:{free_port()}"
         proc = _start_head(env, int(address.rsplit(":", 1)[1]), temp_dir, log)
-        up = _head_answers(proc, address, env, time.monotonic() + 240)
+        up = head_answers(proc, address, env, time.monotonic() + 240, Path(log.name))
         if up:
             break
         exited = proc.poll() is not None  # failed while starting, rather than too slow

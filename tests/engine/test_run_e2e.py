@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from ray_head import head_answers
 from ray_sockets import assert_loopback_only, private_home_env, run_sampled
 
 EXE = Path(sys.executable).with_name("crfm-bench")
@@ -347,7 +348,7 @@ def test_bad_run_requests_exit_2_with_one_line(project, args, needle):
 
 
 @pytest.fixture
-def other_ray_on_host(free_port):
+def other_ray_on_host(free_port, tmp_path_factory):
     """Someone else's Ray on this machine, started the plain way (``ray start --head``, default
     temp dir, so it is the cluster ``ray.init()`` and Ray's state API would auto-detect),
     with the user's own token: the situation in which the suite used to hang under load."""
@@ -357,6 +358,7 @@ def other_ray_on_host(free_port):
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # loopback only
     env.pop("RAY_ADDRESS", None)
     ports = [free_port() for _ in range(6)]
+    log = tmp_path_factory.mktemp("other-ray") / "ray-start.log"  # its output
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("ray")),
@@ -372,38 +374,24 @@ def other_ray_on_host(free_port):
             f"--runtime-env-agent-port={ports[5]}",
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=(out := log.open("wb")),
+        stderr=subprocess.STDOUT,
     )
     address = f"127.0.0.1:{ports[0]}"
-    deadline = time.monotonic() + 120
-    while True:
+    if not head_answers(proc, address, env, time.monotonic() + 120, log):
+        proc.terminate()  # --block: stops that cluster's processes (a kill orphans them)
         try:
-            probe = subprocess.run(
-                [str(Path(sys.executable).with_name("ray")), "status", f"--address={address}"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-        except subprocess.TimeoutExpired:  # a loaded machine: not up yet, the deadline bounds
-            probe = None
-        if probe is not None and probe.returncode == 0 and "CPU" in probe.stdout:
-            break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.terminate()  # --block: stops that cluster's processes (a kill orphans them)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            pytest.fail("the other Ray (ray start --head) did not come up within 120 s")
-        time.sleep(1)
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        pytest.fail("the other Ray (ray start --head) did not come up within 120 s")
     yield address
     proc.terminate()  # --block: this stops that cluster's processes only
     try:
         proc.wait(timeout=90)
     except subprocess.TimeoutExpired:
         proc.kill()
+    out.close()
     current = Path("/tmp/ray/ray_current_cluster")  # written by that `ray start`: ours to remove
     if current.is_file() and current.read_text().strip() == address:
         current.unlink()
