@@ -193,8 +193,7 @@ def models_list(
 
     for name in names:
         configs[name] = (p.model_config_for(name).size, model_options(p, name))
-    table = model_table(spatial_dims=3, scale=scale or p.task.scale, configs=configs)
-    table = table[table["name"].isin(names)]
+    table = model_table(spatial_dims=3, scale=scale or p.task.scale, configs=configs, names=names)
     out = Table(title=f"crfm-bench models (3D, x{scale or p.task.scale})")
     for col in (
         "name", "size", "params", "tiny / base / paper", "residual", "loss",

@@ -25,11 +25,12 @@ Families declare their size presets as plain dicts and resolve user overrides wi
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import torch
 
 from crfm_bench.errors import InputError
 from crfm_bench.models.base import SRModel
@@ -224,7 +225,14 @@ def model_card(
     that size's preset with the same ``residual``, the other options left out)."""
     info = model_info(name)
     options = dict(options or {})
-    model = create_model(name, spatial_dims=spatial_dims, scale=scale, size=size, **options)
+
+    def build(size: str, **opts: Any) -> SRModel:
+        # on the meta device: shapes without memory or initialisation (a paper-size model
+        # otherwise costs seconds of random init just to be counted)
+        with torch.device("meta"):
+            return create_model(name, spatial_dims=spatial_dims, scale=scale, size=size, **opts)
+
+    model = build(size, **options)
     card: dict[str, Any] = {
         "name": name,
         "family": info.family,
@@ -239,7 +247,7 @@ def model_card(
     for other in SIZES:
         built = model if other == size else None
         if built is None:
-            built = create_model(name, spatial_dims=spatial_dims, scale=scale, size=other, **common)
+            built = build(other, **common)
         card[f"params_{other}"] = built.num_parameters()
     return card
 
@@ -266,16 +274,17 @@ def model_table(
     spatial_dims: int = 3,
     scale: object = 2,
     configs: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
+    names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per registered variant with :data:`TABLE_COLUMNS`.
+    """One row per registered variant (or per name of ``names``) with :data:`TABLE_COLUMNS`.
 
     ``configs`` maps a name to its ``(size, options)`` as the benchmark configures it (e.g.
     ``residual`` from ``benchmark.residual``); unlisted names use ``tiny`` and the registry's
     defaults. ``params`` is the count of the configured size, ``params_<size>`` of each size.
     """
     rows = []
-    for name in list_models():
-        info = _REGISTRY[name]
+    for name in list_models() if names is None else names:
+        info = model_info(name)
         size, options = (configs or {}).get(name, ("tiny", {}))
         card = model_card(name, spatial_dims, scale, size, options)
         rows.append(
