@@ -1,11 +1,11 @@
 """``crfm-bench run`` end to end on tiny settings: real Ray Train, real MLflow, real NIfTI.
 
-The suite's slow tests (about a minute each). Each real run serves several checks: one
+The suite's slow tests (one to five minutes each). Each real run serves several checks: one
 project's sequence of runs (a full run whose process tree is sampled for its sockets, a
 rerun that must neither retrain nor duplicate, seeds reusing the single-seed run, and the
-ablation page on crfm and one ablation over two seeds); one training whose worker is killed mid-run and which is then interrupted and
-resumed; one tune search of two-worker trials. And the errors that must stop a run before any training starts.
-"""
+ablation page on crfm and one ablation over two seeds); one training interrupted after a
+checkpoint and resumed; one tune search of two-worker trials. And the errors that must stop
+a run before any training starts."""
 
 from __future__ import annotations
 
@@ -283,24 +283,15 @@ SLOW_TRAIN = {
 
 
 @pytest.mark.slow
-def test_killed_worker_resumes_and_an_interrupted_run_finishes_on_rerun(project, mlflow_runs):
-    # One training, two failures. A worker killed mid-run: Ray Train restarts the worker group
-    # from its last checkpoint. Then the run interrupted (Ctrl-C): the rerun resumes the same
-    # MLflow run from Ray's checkpoint and finishes it, without a duplicate result.
+def test_an_interrupted_run_finishes_on_rerun_from_its_checkpoint(project, mlflow_runs):
+    # The run interrupted (Ctrl-C) after a checkpoint: the rerun resumes the same MLflow run
+    # from Ray's checkpoint and finishes it, without a duplicate result. (A worker killed
+    # mid-run, which Ray Train restarts from the last checkpoint, is checked on the two-node
+    # cluster: tests/scaleout.)
     project.write(SLOW_TRAIN)
     proc = start(project.dir, "run", "--models", "edsr,tricubic")
     pid_files = lambda: list((project.dir / "runs" / "pids").glob("edsr-*/rank0.pid"))  # noqa: E731
     wait_for(lambda: pid_files() and checkpoints(project.dir, "edsr"), 300, "a checkpoint", proc)
-    killed = int(pid_files()[0].read_text())
-    os.kill(killed, signal.SIGKILL)
-
-    def resumed_epochs() -> list[float]:
-        runs = mlflow_runs(project.dir, "edsr")
-        return history(project.dir, runs[0].info.run_id, "resumed_from") if runs else []
-
-    # the restarted worker group reports an epoch it started from the checkpoint
-    wait_for(lambda: max(resumed_epochs(), default=0) >= 1, 300, "a resumed epoch", proc)
-    assert int(pid_files()[0].read_text()) != killed  # a new worker process
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert "interrupted" in err or proc.returncode in (130, -2), (proc.returncode, out[-500:])
