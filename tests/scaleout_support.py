@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from servers import stop_tree, stop_trees
 
 BIN = Path(sys.executable).parent
 EXE = BIN / "crfm-bench"
@@ -92,16 +93,10 @@ class Service:
     log: Path
     kill_signal: int = signal.SIGTERM
 
-    def stop(self, timeout: float = 60) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(self.kill_signal)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            # its own process group (start_new_session): only what this service started
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+    def stop(self, grace: float = 10) -> None:
+        """``kill_signal``, then SIGKILL to what is left of its process tree after ``grace``
+        seconds (a Ray node stops its processes one by one, 30 s with an actor alive)."""
+        stop_tree(self.proc, grace, self.kill_signal)
 
 
 def start(name: str, cmd: list[str], log: Path, env: dict, **kw) -> Service:
@@ -500,13 +495,9 @@ def stack(netns, s3):
         finally:
             # never `ray stop` (it would stop every Ray on the machine): our own --block
             # processes by PID; SIGTERM makes each stop the processes of its own node.
-            for svc in services:
-                if svc.proc.poll() is None:
-                    svc.proc.send_signal(svc.kill_signal)
             t1 = time.monotonic()
-            for svc in services:
-                svc.stop(timeout=60)
-                print(f"[scaleout] {svc.name} stopped after {time.monotonic() - t1:.1f} s")
+            stop_trees([(svc.proc, svc.kill_signal) for svc in services], grace=10)
+            print(f"[scaleout] services stopped after {time.monotonic() - t1:.1f} s")
             for path in (root, head_tmp, worker_tmp):
                 shutil.rmtree(path, ignore_errors=True)
 

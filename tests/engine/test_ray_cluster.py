@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from ray_head import head_answers
+from servers import head_answers, stop_tree
 
 BIN = Path(sys.executable).parent
 
@@ -47,11 +47,7 @@ def _start_head(env: dict, port: int, temp_dir: Path, log) -> subprocess.Popen:
 
 
 def _stop_head(proc: subprocess.Popen) -> None:
-    proc.terminate()  # --block: terminating it stops the processes of this cluster only
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_tree(proc)  # --block: SIGTERM stops the processes of this cluster only
 
 
 @pytest.fixture

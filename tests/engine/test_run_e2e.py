@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from ray_head import head_answers
 from ray_sockets import assert_loopback_only, private_home_env, run_sampled
+from servers import head_answers, stop_tree
 
 EXE = Path(sys.executable).with_name("crfm-bench")
 
@@ -370,18 +370,10 @@ def other_ray_on_host(free_port, tmp_path_factory):
     )
     address = f"127.0.0.1:{ports[0]}"
     if not head_answers(proc, address, env, time.monotonic() + 120, log):
-        proc.terminate()  # --block: stops that cluster's processes (a kill orphans them)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_tree(proc)  # --block: SIGTERM stops that cluster's processes
         pytest.fail("the other Ray (ray start --head) did not come up within 120 s")
     yield address
-    proc.terminate()  # --block: this stops that cluster's processes only
-    try:
-        proc.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_tree(proc)  # --block: SIGTERM stops that cluster's processes only
     out.close()
     current = Path("/tmp/ray/ray_current_cluster")  # written by that `ray start`: ours to remove
     if current.is_file() and current.read_text().strip() == address:
