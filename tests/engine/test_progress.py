@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
+import pytest
 from rich.console import Console
 
 from crfm_bench.engine.loop import train_loop
@@ -55,3 +58,31 @@ def test_trials_print_one_line_per_result_without_a_terminal():
         "trial t1 (lr=0.001): epoch 2/2  loss 0.05000  val PSNR 20.50 dB",
     ]
     assert table.rows["t1"]["best"] == 21.0
+
+
+AGAIN = """
+from crfm_bench import cluster
+from crfm_bench.config import RayConfig
+from crfm_bench.engine import progress
+import ray
+
+cluster.ensure_ray(RayConfig(num_cpus=1, dashboard=False))
+first = progress._shared_queue()
+assert progress._shared_queue() is first  # one queue actor for the trainings of a Ray
+ray.shutdown()
+cluster._local = False
+cluster.ensure_ray(RayConfig(num_cpus=1, dashboard=False))
+second = progress._shared_queue()
+second.put(("edsr", {"epoch": 0}), timeout=10)
+print("GOT", second is not first, second.get(timeout=10))
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_a_ray_started_again_in_the_process_gets_its_own_progress_queue():
+    """Job ids start again at 1 in a new Ray: the shared queue is keyed by the driver's node
+    too, so a second Ray never gets the first one's (dead) queue actor."""
+    res = subprocess.run([sys.executable, "-c", AGAIN], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "GOT True ('edsr', {'epoch': 0})" in res.stdout, res.stdout + res.stderr[-2000:]

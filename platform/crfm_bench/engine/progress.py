@@ -108,7 +108,7 @@ class ReportRelay(UserCallback):
 
 # One queue actor per driver and Ray session, shared by the runs it trains: an actor is a
 # process of its own (about 2 CPU s to start), not worth one per training.
-_queue: tuple[str, Any] | None = None
+_queue: tuple[tuple[str, str], Any] | None = None
 
 
 def _shared_queue():
@@ -116,9 +116,12 @@ def _shared_queue():
     from ray.util.queue import Queue
 
     global _queue
-    job = ray.get_runtime_context().get_job_id()
-    if _queue is None or _queue[0] != job:  # first use, or a new Ray since
-        _queue = (job, Queue(actor_options={"num_cpus": 0}))
+    context = ray.get_runtime_context()
+    # the driver's node and job: a Ray started again in this process numbers its jobs from
+    # 1 again, but its node is a new one
+    session = (context.get_node_id(), context.get_job_id())
+    if _queue is None or _queue[0] != session:  # first use, or a new Ray since
+        _queue = (session, Queue(actor_options={"num_cpus": 0}))
     return _queue[1]
 
 
