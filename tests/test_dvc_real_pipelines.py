@@ -365,7 +365,9 @@ def test_bids_pipeline_sessions_resampling_and_missing_raw_dir(tmp_path, bids_tr
     set_params(repo, {"benchmark": {"models": ["tricubic"]}})
     scale = shipped("bids")["task"]["scale"]
     first = sh(repo, "dvc", "repro", DVC_YAML)
-    assert ran(first.stdout) == {
+    # `code` does not depend on the ingest: DVC may have run it, once, before the failed
+    # ingest above (the order of independent stages is DVC's)
+    assert ran(first.stdout) | (ran(bad.stdout) & {"code"}) == {
         "ingest",
         f"degrade@kspace-{scale}",
         "code",
@@ -373,6 +375,7 @@ def test_bids_pipeline_sessions_resampling_and_missing_raw_dir(tmp_path, bids_tr
         "leaderboard",
         "report",
     }
+    assert not ran(first.stdout) & ran(bad.stdout)
     assert "sub-07 lacks T2w" in first.stdout
 
     hr = pd.read_csv(pipe / "data" / "hr" / "manifest.csv")
