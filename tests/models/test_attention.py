@@ -13,6 +13,7 @@ from crfm_bench.models.attention import (
     CrossScaleAttention,
     merge_windows,
     partition_windows,
+    roll,
 )
 from crfm_bench.models.fmp import FMP
 from crfm_bench.models.footprint import saved_tensor_bytes
@@ -27,6 +28,34 @@ def test_merge_inverts_partition(size: tuple[int, ...], window: tuple[int, ...])
     n_windows = math.prod(s // w for s, w in zip(size, window, strict=True))
     assert parts.shape == (2, n_windows, 2, math.prod(window), 3)
     torch.testing.assert_close(merge_windows(parts, window, size), x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("shape", "shifts", "dims", "channels_last"),
+    [
+        ((2, 3, 8, 6, 4), (-3, 2, 5), (2, 3, 4), False),
+        ((2, 3, 8, 6, 4), (4, -4, 0), (2, 3, 4), True),
+        ((1, 2, 5, 7), (-1, 9), (2, 3), False),
+        ((2, 3, 4, 4, 4), (0, 0, 0), (2, 3, 4), False),
+    ],
+)
+def test_roll_is_torch_roll_forward_and_backward(
+    shape: tuple[int, ...], shifts: tuple[int, ...], dims: tuple[int, ...], channels_last: bool
+) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours, theirs = roll(a, shifts, dims), torch.roll(b, shifts, dims)
+    assert torch.equal(ours, theirs)
+    assert ours.is_contiguous(memory_format=torch.channels_last_3d) == channels_last
+    grad = torch.randn(shape)
+    ours.backward(grad)
+    theirs.backward(grad)
+    assert torch.equal(a.grad, b.grad)
+    ours.sum().backward()  # a rolled copy, not a view: the input is untouched
+    assert torch.equal(a.detach(), x)
 
 
 def test_a_window_only_sees_itself() -> None:
