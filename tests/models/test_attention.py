@@ -11,6 +11,7 @@ from crfm_bench.models import create_model
 from crfm_bench.models.attention import (
     CrossModalityAttention,
     CrossScaleAttention,
+    attend,
     merge_windows,
     partition_windows,
     roll,
@@ -56,6 +57,40 @@ def test_roll_is_torch_roll_forward_and_backward(
     assert torch.equal(a.grad, b.grad)
     ours.sum().backward()  # a rolled copy, not a view: the input is untouched
     assert torch.equal(a.detach(), x)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "additive", "bool"])
+def test_plain_attention_is_the_fused_call_bit_for_bit(mask_kind: str) -> None:
+    """The CPU path of ``attend`` and ``scaled_dot_product_attention`` (its other path) give
+    the same outputs and gradients to the bit, with the geometry of a shifted window layer
+    (query head size 8, value size 128, some keys masked, every row keeping one)."""
+    torch.manual_seed(0)
+    q, k, v = (
+        torch.randn(2, 4, 1, 27, 8),
+        torch.randn(2, 4, 1, 27, 8),
+        torch.randn(2, 4, 1, 27, 128),
+    )
+    allowed = torch.rand(4, 1, 27, 27) > 0.4
+    allowed[..., 0] = True
+    mask = {
+        "none": None,
+        "bool": allowed,
+        "additive": torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf")),
+    }[mask_kind]
+    grad = torch.randn(2, 4, 1, 27, 128)
+    results = []
+    for fused in (False, True):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = attend(*leaves, mask, 10.0, fused=fused)
+        out.backward(grad)
+        results.append([out, *(t.grad for t in leaves)])
+    for plain, fused in zip(*results, strict=True):
+        assert torch.equal(plain, fused)
+    if mask is not None:  # the mask acts: a masked key's value does not reach its query
+        probe = v.clone()
+        probe[:, 0, 0, ~allowed[0, 0, 0]] += 100.0
+        moved = attend(q, k, probe, mask, 10.0) - attend(q, k, v, mask, 10.0)
+        assert moved[:, 0, 0, 0].abs().max() == 0
 
 
 def test_a_window_only_sees_itself() -> None:
