@@ -8,7 +8,8 @@ within itself, so memory is ``O(voxels * window^d)``: linear in the volume.
 The fast path (:func:`window_attention`) is *one* attention call (:func:`attend`:
 ``torch.nn.functional.scaled_dot_product_attention`` off the CPU, the same arithmetic
 written out on it) over all windows and heads of a batch: windows are cut out by
-``reshape``/``permute`` (no Python loop over windows or heads). Three rules make it the same at training and test time:
+``reshape``/``permute`` (no Python loop over windows or heads). Three rules make it the
+same at training and test time:
 
 * **window plan** (:func:`plan_windows`): on an axis of length ``S`` the nominal window
   ``w`` becomes ``n = ceil(S / w)`` windows of ``ceil(S / n)`` voxels (rounded up to the
@@ -166,12 +167,14 @@ def _roll_copy(x: torch.Tensor, shifts: tuple[int, ...], dims: tuple[int, ...]) 
 
 class _Roll(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, shifts: tuple[int, ...], dims: tuple[int, ...]):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, x: torch.Tensor, shifts: tuple[int, ...], dims: tuple[int, ...]
+    ) -> torch.Tensor:
         ctx.shifts, ctx.dims = shifts, dims
         return _roll_copy(x, shifts, dims)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
         return _roll_copy(grad, tuple(-s for s in ctx.shifts), ctx.dims), None, None
 
 
