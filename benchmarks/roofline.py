@@ -1,12 +1,15 @@
 """Training and evaluation at the convolution roofline (not a test; figures are ratios).
 
     python benchmarks/roofline.py [--quick] [--models crfm,edsr] [--sizes tiny,base]
-                                  [--patches 24,64] [--threads 2] [--no-levers]
+                                  [--patches 24,64] [--threads 2] [--rounds 3] [--no-levers]
                                   [--no-compile] [--no-inference] [--json PATH]
 
 Everything runs in one process with the same torch threads (default 2), so every rate is
 compared with a bare ``Conv3d`` 3x3x3, 32 -> 32 channels, forward + backward, measured
-alongside on the same batch and HR patch (the machine's convolution roofline).
+alongside on the same batch and HR patch (the machine's convolution roofline): just before
+and just after each model, whose ratio uses the mean of the two. ``--rounds`` (default 3,
+1 with ``--quick``) times the whole list again, interleaved; rows give medians and the
+range of the ratio.
 
 1. **Training step** of every registered learned model (``list_models`` and
    ``create_model``: the models as they are when this runs), 3D x2, batch 4, for each HR
@@ -214,38 +217,70 @@ def conv_roofline(patch: int, batch: int, repeats: int) -> dict[str, float]:
 
 
 def bench_training(
-    names: list[str], patch: int, batch: int, steps: int, case: Case, roof: dict[str, float]
-) -> list[dict[str, Any]]:
-    rows = []
+    names: list[str], patch: int, batch: int, steps: int, case: Case, rounds: int = 1
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Every model's training step, each bracketed by the bare conv measured just before and
+    just after it (the mean of the two is that model's roofline: the machine's speed drifts
+    over a run, by up to 20 % on a shared VM). With ``rounds`` > 1 the whole list is timed
+    again, interleaved, and each row gives the median and the range over the rounds.
+    Returns the rows and the mean of all conv measurements."""
+    models = {}
     for name in names:
         torch.manual_seed(0)
         model = create_model(name, 3, SCALE)
         opt = make_optimizer(model, ADAM_IMPL)  # the engine's Adam, as training runs it
-        data = loader(case, patch, batch, steps + 3)
-        first = next(iter(data))
-        flops, ops = step_flops(model, first["lr"], first["ref"], first["hr"])
-        t = time_training(model, opt, data, steps)
-        rate = flops / 1e9 / t["step"]
+        first = next(iter(loader(case, patch, batch, 1)))
+        models[name] = (model, opt, step_flops(model, first["lr"], first["ref"], first["hr"]))
+    convs = [conv_roofline(patch, batch, repeats=steps)]
+    timed: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            model, opt, (flops, _) = models[name]
+            t = time_training(model, opt, loader(case, patch, batch, steps + 3), steps)
+            convs.append(conv_roofline(patch, batch, repeats=steps))
+            roof = {k: (convs[-2][k] + convs[-1][k]) / 2 for k in convs[-1]}
+            t["frac_conv"] = flops / 1e9 / t["step"] / roof["gflops_per_s"]
+            t["frac_conv_cpu"] = flops / 1e9 / t["step_cpu"] / roof["gflops_per_cpu_s"]
+            timed[name].append(t)
+            print(f"  trained {name} at HR {patch}^3: {1e3 * t['step']:.0f} ms/step", flush=True)
+    rows = []
+    for name in names:
+        model, _, (flops, ops) = models[name]
+        ts = timed[name]
+
+        def med(key: str, ts: list[dict[str, float]] = ts) -> float:
+            return statistics.median(t[key] for t in ts)
+
         rows.append(
             {
                 "model": name,
                 "patch": patch,
                 "batch": batch,
                 "params": model.num_parameters(),
-                "step_ms": 1e3 * t["step"],
-                "data_ms": 1e3 * t["data"],
-                "forward_ms": 1e3 * t["forward"],
-                "backward_ms": 1e3 * t["backward"],
-                "optimizer_ms": 1e3 * t["optimizer"],
+                "step_ms": 1e3 * med("step"),
+                "data_ms": 1e3 * med("data"),
+                "forward_ms": 1e3 * med("forward"),
+                "backward_ms": 1e3 * med("backward"),
+                "optimizer_ms": 1e3 * med("optimizer"),
                 "gflop": flops / 1e9,
                 "aten_ops": ops,
-                "gflops_per_s": rate,
-                "frac_conv": rate / roof["gflops_per_s"],
-                "gflops_per_cpu_s": flops / 1e9 / t["step_cpu"],
+                "gflops_per_s": flops / 1e9 / med("step"),
+                "gflops_per_cpu_s": flops / 1e9 / med("step_cpu"),
+                "frac_conv": med("frac_conv"),
+                "frac_conv_cpu": med("frac_conv_cpu"),
+                "frac_conv_range": [
+                    min(t["frac_conv"] for t in ts),
+                    max(t["frac_conv"] for t in ts),
+                ],
+                "rounds": len(ts),
             }
         )
-        print(f"  trained {name} at HR {patch}^3: {1e3 * t['step']:.0f} ms/step", flush=True)
-    return rows
+    conv = {k: statistics.mean(c[k] for c in convs) for k in convs[0]}
+    conv["gflops_per_s_range"] = [
+        min(c["gflops_per_s"] for c in convs),
+        max(c["gflops_per_s"] for c in convs),
+    ]
+    return rows, conv
 
 
 # ---------------------------------------------------------------- levers
@@ -460,6 +495,8 @@ def table(rows: list[dict[str, Any]], columns: dict[str, str]) -> str:
                 v = "inf" if math.isinf(v) else f"{v:.{digits}f}"
             elif isinstance(v, int) and k == "params":
                 v = f"{v:,}"
+            elif isinstance(v, list):  # a (min, max) range
+                v = "-".join(f"{x:.2f}" for x in v)
             cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -477,7 +514,9 @@ def report(res: dict[str, Any]) -> str:
         out.append(
             f"## Training step, tiny, 3D x2, batch {block['batch']}, HR patch {patch}^3 "
             f"(bare Conv3d 32ch fwd+bwd: {roof['gflops_per_s']:.1f} GFLOP/s wall, "
-            f"{roof['gflops_per_cpu_s']:.1f} per CPU second)\n"
+            f"{roof['gflops_per_cpu_s']:.1f} per CPU second; measured before and after each "
+            f"model, {roof['gflops_per_s_range'][0]:.1f}-{roof['gflops_per_s_range'][1]:.1f}; "
+            f"medians over {block['rows'][0]['rounds']} interleaved rounds)\n"
         )
         cols = {
             "model": "model",
@@ -486,6 +525,7 @@ def report(res: dict[str, Any]) -> str:
             "gflop": "GFLOP/step",
             "gflops_per_s": "GFLOP/s",
             "frac_conv": "x bare conv",
+            "frac_conv_range": "x bare conv, range",
             "frac_conv_cpu": "x bare conv (CPU s)",
             "data_ms": "data ms",
             "forward_ms": "fwd ms",
@@ -590,6 +630,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="tiny,base", help="tiny (timed), base (meta count)")
     parser.add_argument("--patches", default="24,64", help="HR training patches, comma list")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="timings per model, interleaved (default 3; 1 quick)",
+    )
     parser.add_argument("--no-levers", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-inference", action="store_true")
@@ -604,6 +650,10 @@ def main() -> None:
     sizes = args.sizes.split(",")
     patches = [int(p) for p in args.patches.split(",")]
     steps = 3 if args.quick else 8
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     res: dict[str, Any] = {
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -617,15 +667,7 @@ def main() -> None:
     case = synthetic_case()
     if "tiny" in sizes:
         for patch in patches:
-            roof = conv_roofline(patch, BATCH, repeats=steps)
-            print(f"bare conv at HR {patch}^3: {roof['gflops_per_s']:.1f} GFLOP/s", flush=True)
-            rows = bench_training(names, patch, BATCH, steps, case, roof)
-            # the roofline again after the models: the mean of both brackets the run's load
-            roof2 = conv_roofline(patch, BATCH, repeats=steps)
-            roof = {k: (roof[k] + roof2[k]) / 2 for k in roof}
-            for r in rows:
-                r["frac_conv"] = r["gflops_per_s"] / roof["gflops_per_s"]
-                r["frac_conv_cpu"] = r["gflops_per_cpu_s"] / roof["gflops_per_cpu_s"]
+            rows, roof = bench_training(names, patch, BATCH, steps, case, args.rounds)
             res["training"][str(patch)] = {"batch": BATCH, "conv": roof, "rows": rows}
     if "base" in sizes:
         res["base"] = []
