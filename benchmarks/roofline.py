@@ -9,7 +9,9 @@ compared with a bare ``Conv3d`` 3x3x3, 32 -> 32 channels, forward + backward, me
 alongside on the same batch and HR patch (the machine's convolution roofline): just before
 and just after each model, whose ratio uses the mean of the two. ``--rounds`` (default 3,
 1 with ``--quick``) times the whole list again, interleaved; rows give medians and the
-range of the ratio.
+range of the ratio. The process keeps its freed memory, as the engine's training and
+evaluation processes do (:mod:`crfm_bench.engine.memory`); ``CRFM_BENCH_MALLOC=system``
+measures glibc's default instead.
 
 1. **Training step** of every registered learned model (``list_models`` and
    ``create_model``: the models as they are when this runs), 3D x2, batch 4, for each HR
@@ -66,6 +68,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from crfm_bench.engine.data import Case, PatchDataset
+from crfm_bench.engine.memory import reuse_freed_memory
 from crfm_bench.engine.step import ADAM_IMPL
 from crfm_bench.models import create_model, list_models, model_info
 
@@ -506,8 +509,8 @@ def report(res: dict[str, Any]) -> str:
     m = res["machine"]
     out = [
         f"# Roofline ({m['cpu_count']} cores, {m['threads']} torch threads, torch "
-        f"{m['torch']}, load {m['load_start']:.1f} -> {m['load_end']:.1f}; shared machine: "
-        "compare ratios)\n"
+        f"{m['torch']}, malloc {m.get('malloc', 'system')}, load {m['load_start']:.1f} -> "
+        f"{m['load_end']:.1f}; shared machine: compare ratios)\n"
     ]
     for patch, block in res["training"].items():
         roof = block["conv"]
@@ -643,6 +646,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("runs/bench/roofline.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    reused = reuse_freed_memory()  # as the engine's training and evaluation processes
     learned = [n for n in list_models() if model_info(n).trainable]
     names = learned if args.models is None else args.models.split(",")
     for n in names:
@@ -661,6 +665,7 @@ def main() -> None:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "load_start": os.getloadavg()[0],
+            "malloc": "reuse" if reused else "system",
         },
         "training": {},
     }

@@ -21,6 +21,7 @@ from crfm_bench.config import Params
 from crfm_bench.data.volume import save_volume
 from crfm_bench.engine.data import Case
 from crfm_bench.engine.inference import sliding_window_sr
+from crfm_bench.engine.memory import reuse_freed_memory
 from crfm_bench.metrics import evaluate_volume
 
 
@@ -84,6 +85,7 @@ def evaluate_cases(
     ``on_prediction(i, case, sr, metrics)`` is called after each subject (``crfm-bench run``
     draws the first subject's slices with it; the engine itself draws nothing).
     """
+    reuse_freed_memory()
     e = params.eval
     model = model.to(device).eval()
     needs_ref = bool(getattr(model, "needs_reference", False))

@@ -31,6 +31,7 @@ import torch
 
 from crfm_bench.config import Params
 from crfm_bench.engine.build import base_lr, build_model
+from crfm_bench.engine.memory import reuse_freed_memory
 from crfm_bench.engine.session import Session, TrainSession, TuneSession
 from crfm_bench.engine.state import restore_state, training_state, unwrap
 from crfm_bench.engine.step import Precision, lr_at, make_optimizer, train_step, validate
@@ -91,6 +92,7 @@ def train_loop(config: dict[str, Any], session: Session) -> None:
     spec = LoopSpec.from_config(config)
     t = spec.params.train
     set_threads(t.cpus_per_worker)
+    reuse_freed_memory()
     if config.get("pid_dir"):
         pid_dir = Path(config["pid_dir"])
         pid_dir.mkdir(parents=True, exist_ok=True)
