@@ -135,8 +135,9 @@ def roll(x: torch.Tensor, shifts: Sequence[int], dims: Sequence[int]) -> torch.T
     """``torch.roll(x, shifts, dims)`` in one copy, forward and backward.
 
     ATen's CPU roll rolls one axis at a time, each a ``cat`` of two slices: a 3D roll
-    moves the tensor three times, and its backward three times more (measured: 9 % of an
-    ``edsr-fmp`` training step). Here every one of the ``2^d`` wrapped blocks is copied
+    moves the tensor three times, and its backward three times more (9 % of an ``edsr-fmp``
+    step's CPU time under the profiler; about 3 % of its wall time measured without). Here
+    every one of the ``2^d`` wrapped blocks is copied
     once into its place. Pure data movement, so the result is bit-identical to
     ``torch.roll`` (``tests/models/test_attention.py``); the memory format of ``x`` is kept.
     """
