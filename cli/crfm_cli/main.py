@@ -76,6 +76,9 @@ def _root(
 
     Example: [bold]crfm-bench run --models crfm,edsr[/bold]
     """
+    from crfm_bench.engine.memory import malloc_mode
+
+    malloc_mode()  # a bad CRFM_BENCH_MALLOC is one line before any command starts work
 
 
 @data_app.command("synth")

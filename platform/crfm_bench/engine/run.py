@@ -47,7 +47,6 @@ from crfm_bench.config import Params
 from crfm_bench.data.manifest import manifest_version
 from crfm_bench.engine.build import build_model, model_options
 from crfm_bench.engine.data import lr_dir
-from crfm_bench.engine.memory import malloc_mode
 from crfm_bench.errors import InputError, MissingInputError
 from crfm_bench.metrics import METRIC_NAMES
 from crfm_bench.tracking import (
@@ -756,7 +755,6 @@ def run_benchmark(
     from crfm_bench.models.registry import applicable_models
 
     console = console or Console()
-    malloc_mode()  # a bad CRFM_BENCH_MALLOC fails here, not after the first training
     if address:  # --address reaches every step that starts Ray (the degrade stage too)
         params = params.model_copy(
             update={"ray": params.ray.model_copy(update={"address": address})}
