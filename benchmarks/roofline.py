@@ -30,10 +30,14 @@ measures glibc's default instead.
    count and activation bytes at the base patch are counted on the ``meta`` device (no
    arithmetic), for the scale-on-paper estimate (``docs/performance.md``).
 2. **Levers outside the models** (tiny models, first patch): the Adam implementation
-   (for-loop, the CPU default; ``foreach``; ``fused``), ``channels_last_3d`` memory format
-   of model and inputs, and ``torch.compile`` (inductor): its compile time (first steps
-   minus eager steps), per-step time after, and the break-even step count against the
-   default run's 1000 steps per model (25 epochs x 40 steps).
+   (for-loop, the CPU default; ``foreach``; ``fused``) and ``torch.compile`` (inductor): its
+   compile time (first steps minus eager steps), per-step time after, and the break-even
+   step count against the default run's 1000 steps per model (25 epochs x 40 steps). With
+   the engine's fused Adam: the whole model in the other memory layout than the one it runs
+   in (``SRModel.channels_last_dims``: channels-last or contiguous), the tail conv alone fed
+   channels-last (contiguous models; changes float gradients), and the model with its shifted
+   window layers unshifted (what the shift costs). Default models: crfm, edsr, rcan,
+   edsr-fmp.
 3. **Evaluation cost**: ``sliding_window_sr`` at the default window (48 HR voxels, overlap
    0.25, Gaussian blend) against one forward pass over the whole default test volume (HR
    80x96x84, LR 40x48x42 at x2), for edsr and crfm (random weights): the plain path
@@ -287,10 +291,26 @@ def bench_training(
 
 
 # ---------------------------------------------------------------- levers
+class ChannelsLastInput(torch.nn.Module):
+    """A conv fed a channels-last copy of its input, its output made contiguous again (the
+    tail-conv lever: the forward is equal to the bit on this machine, the gradients are not)."""
+
+    def __init__(self, conv: torch.nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.contiguous(memory_format=torch.channels_last_3d)).contiguous()
+
+
 def bench_levers(
     names: list[str], patch: int, batch: int, steps: int, case: Case, compile_: bool
 ) -> list[dict[str, Any]]:
-    """Per model: eager step with each Adam, channels_last_3d, torch.compile (all same batches)."""
+    """Per model: eager step with each Adam, torch.compile (all same batches); with the
+    engine's fused Adam: the whole model in the other memory layout than the one it runs in
+    (``SRModel.channels_last_dims``), the tail conv alone fed channels-last (contiguous models
+    with a 3D ``tail`` conv), and every shifted window layer unshifted (models with one: the
+    shift's cost; not a model anyone trains)."""
     rows = []
     for name in names:
         data = list(loader(case, patch, batch, steps + 4))
@@ -303,10 +323,29 @@ def bench_levers(
             row[f"adam_{impl}_ms"] = 1e3 * t["step"]
             row[f"adam_{impl}_opt_ms"] = 1e3 * t["optimizer"]
             row[f"adam_{impl}_cpu_ms"] = 1e3 * t["step_cpu"]
-        model = copy.deepcopy(base_model).to(memory_format=torch.channels_last_3d)
-        t = time_training(model, make_optimizer(model, "loop"), data, steps, channels_last=True)
-        row["channels_last_ms"] = 1e3 * t["step"]
-        row["channels_last_cpu_ms"] = 1e3 * t["step_cpu"]
+        # the whole model in the other layout than the one it runs in (SRModel.memory_format)
+        runs_cl = base_model.memory_format() == torch.channels_last_3d
+        row["layout"] = "channels-last" if runs_cl else "contiguous"
+        other = torch.contiguous_format if runs_cl else torch.channels_last_3d
+        model = copy.deepcopy(base_model).to(memory_format=other)
+        t = time_training(
+            model, make_optimizer(model, "fused"), data, steps, channels_last=not runs_cl
+        )
+        row["other_layout_ms"] = 1e3 * t["step"]
+        row["other_layout_cpu_ms"] = 1e3 * t["step_cpu"]
+        if not runs_cl and isinstance(getattr(base_model, "tail", None), torch.nn.Conv3d):
+            model = copy.deepcopy(base_model)
+            model.tail = ChannelsLastInput(model.tail)
+            t = time_training(model, make_optimizer(model, "fused"), data, steps)
+            row["tail_channels_last_ms"] = 1e3 * t["step"]
+        shifted = [m for m in base_model.modules() if getattr(m, "shift", False) is True]
+        if shifted:
+            model = copy.deepcopy(base_model)
+            for m in model.modules():
+                if getattr(m, "shift", False) is True:
+                    m.shift = False
+            t = time_training(model, make_optimizer(model, "fused"), data, steps)
+            row["shift_off_ms"] = 1e3 * t["step"]
         if compile_:
             row.update(bench_compile(base_model, data, steps))
         rows.append(row)
@@ -593,9 +632,12 @@ def report(res: dict[str, Any]) -> str:
             "adam_loop_opt_ms": "opt ms loop",
             "adam_fused_opt_ms": "opt ms fused",
             "adam_foreach_opt_ms": "opt ms foreach",
-            "channels_last_ms": "channels_last_3d",
+            "layout": "runs in",
+            "other_layout_ms": "other layout (fused)",
+            "tail_channels_last_ms": "tail conv channels-last (fused)",
+            "shift_off_ms": "shift off (fused)",
             "adam_loop_cpu_ms": "CPU ms loop",
-            "channels_last_cpu_ms": "CPU ms channels_last",
+            "other_layout_cpu_ms": "CPU ms other layout",
             "eager_ms": "eager (compile run)",
             "compiled_ms": "compiled",
             "compile_s": "compile s",
@@ -692,7 +734,7 @@ def main() -> None:
                 )
         res["paper"] = paper_estimates(res["base"])
     if not args.no_levers:
-        lever_models = names if args.models else ["crfm", "edsr", "rcan"]
+        lever_models = names if args.models else ["crfm", "edsr", "rcan", "edsr-fmp"]
         res["levers"] = bench_levers(
             lever_models, patches[0], BATCH, steps, case, not args.no_compile
         )

@@ -66,7 +66,28 @@ def restore_state(
     unwrap(model).load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
+        match_parameter_layout(optimizer)
     return int(state["epoch"]) + 1, int(state["step"])
+
+
+def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Lay every per-parameter state tensor (Adam's moments) out like its parameter.
+
+    ``load_state_dict`` keeps the saved strides, and the fused Adam walks a parameter, its
+    gradient and its moments in memory order: moments saved by a model of another layout
+    (a checkpoint of a contiguous model resumed by a channels-last one,
+    :attr:`~crfm_bench.models.base.SRModel.channels_last`) would be paired with the wrong
+    weights, silently. The values are kept; only their layout changes.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if (
+                    torch.is_tensor(value)
+                    and value.shape == p.shape
+                    and value.stride() != p.stride()
+                ):
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -44,6 +44,13 @@ class SRModel(nn.Module):
     trainable: bool = True
     in_channels: int = 1
     residual: str = "none"
+    #: The spatial dims (2, 3) in which the model runs channels-last: its parameters are laid
+    #: out so (``channels_last``, ``channels_last_3d`` in 3D), and so every convolution runs
+    #: in that layout. Set by a model whose training step measured faster so on the CPU
+    #: (``benchmarks/roofline.py``, the levers table). Applied once, by
+    #: :func:`~crfm_bench.models.registry.create_model`; the arithmetic is the same, the
+    #: float rounding not.
+    channels_last_dims: tuple[int, ...] = ()
 
     def __init__(self, spatial_dims: int, scale: object) -> None:
         super().__init__()
@@ -100,6 +107,12 @@ class SRModel(nn.Module):
     def loss_description(self) -> str:
         """The loss of :meth:`loss` in words (a subclass that changes the loss says so here)."""
         return "L1"
+
+    def memory_format(self) -> torch.memory_format:
+        """The layout of the model's convolution weights (:attr:`channels_last_dims`)."""
+        if self.spatial_dims not in self.channels_last_dims:
+            return torch.contiguous_format
+        return torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""

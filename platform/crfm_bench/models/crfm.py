@@ -117,7 +117,14 @@ class ParallelAttentionFusion(nn.Module):
 class CRFM(SRModel):
     """The CRFM reconstruction; ``use_ref``/``use_grad``/``use_fmp``/``fmp_cross_scale``/
     ``fmp_cross_modality`` select the ablations, and ``capacity`` (a parameter count) adds
-    plain residual blocks until the network has that many parameters."""
+    plain residual blocks until the network has that many parameters.
+
+    Channels-last in 3D (:attr:`SRModel.channels_last_dims`): oneDNN's 3D convolutions skip
+    their layout reorders and the window partition of the attention moves contiguous channel
+    runs (measured: about 7 % less CPU time per training step of the tiny model,
+    ``benchmarks/attention.py``)."""
+
+    channels_last_dims = (3,)
 
     def __init__(
         self,
@@ -191,18 +198,12 @@ class CRFM(SRModel):
         self.fill = nn.ModuleList(
             residual_filler(spatial_dims, c, missing // n_groups) for _ in range(n_groups)
         )
-        # 3D runs channels-last: oneDNN's 3D convolutions skip their layout reorders and the
-        # window partition of the attention moves contiguous channel runs (measured: about
-        # 7 % less CPU time per training step of the tiny model, benchmarks/attention.py).
-        self.memory_format = (
-            torch.channels_last_3d if spatial_dims == 3 else torch.contiguous_format
-        )
-        self.to(memory_format=self.memory_format)
 
     def upsample(self, lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
-        lr = lr.contiguous(memory_format=self.memory_format)
+        fmt = self.memory_format()
+        lr = lr.contiguous(memory_format=fmt)
         if ref is not None:
-            ref = ref.contiguous(memory_format=self.memory_format)
+            ref = ref.contiguous(memory_format=fmt)
         ref_feats = grad_feats = None
         if self.encoder is not None and ref is not None:
             ref_feats, grad_feats = self.encoder(ref)

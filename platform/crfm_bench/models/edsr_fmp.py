@@ -40,9 +40,15 @@ N_FMP = 2
 
 class EDSRFMP(EDSR):
     """EDSR with an FMP after each half of its residual blocks (reference model); with
-    ``capacity`` (a parameter count) blocks are dropped and refilled to match it."""
+    ``capacity`` (a parameter count) blocks are dropped and refilled to match it.
+
+    Channels-last in 2D and 3D (:attr:`SRModel.channels_last_dims`): its training step
+    measured 10-22 % faster so on the CPU (tiny, x2, batch 4: HR 24^3 182 -> 163 ms, 64^3
+    3937 -> 3426 ms; 2D 96^2, batch 16: 311 -> 242 ms), a full-volume inference 14 % (0.97
+    -> 0.84 s)."""
 
     needs_reference = True
+    channels_last_dims = (2, 3)
 
     def __init__(
         self,

@@ -87,7 +87,13 @@ class ResidualGroup(nn.Module):
 
 
 class RCAN(SRModel):
-    """RCAN (Zhang et al. 2018) for ``spatial_dims`` 2/3 and an integer scale per axis."""
+    """RCAN (Zhang et al. 2018) for ``spatial_dims`` 2/3 and an integer scale per axis.
+
+    Channels-last in 2D and 3D (:attr:`SRModel.channels_last_dims`): its training step
+    measured 13-18 % faster so on the CPU (tiny, x2, batch 4: HR 24^3 62.0 -> 50.8 ms, 64^3
+    1132 -> 985 ms; 2D 96^2, batch 16: 105.5 -> 87.4 ms)."""
+
+    channels_last_dims = (2, 3)
 
     def __init__(
         self,

@@ -120,7 +120,9 @@ def create_model(
     family without a published configuration). ``overrides``: family options such as
     ``n_feats=32`` (InputError naming the key if unknown or of the wrong type), and for
     learned models ``residual`` (``"tricubic"``, the default :data:`DEFAULT_RESIDUAL`, or
-    ``"none"``). Training-free models have no residual.
+    ``"none"``). Training-free models have no residual. A model that runs channels-last in
+    ``spatial_dims`` (:attr:`~crfm_bench.models.base.SRModel.channels_last_dims`) gets its
+    parameters in that layout.
     """
     info = model_info(name)
     spatial_dims = check_spatial_dims(spatial_dims)
@@ -135,6 +137,8 @@ def create_model(
     model = info.factory(spatial_dims, factors, size, **overrides)
     model.name = name
     model.set_residual(residual)
+    if model.memory_format() != torch.contiguous_format:
+        model = model.to(memory_format=model.memory_format())
     return model
 
 
