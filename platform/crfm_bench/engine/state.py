@@ -76,7 +76,7 @@ def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
     ``load_state_dict`` keeps the saved strides, and the fused Adam walks a parameter, its
     gradient and its moments in memory order: moments saved by a model of another layout
     (a checkpoint of a contiguous model resumed by a channels-last one,
-    :attr:`~crfm_bench.models.base.SRModel.channels_last`) would be paired with the wrong
+    :attr:`~crfm_bench.models.base.SRModel.channels_last_dims`) would be paired with the wrong
     weights, silently. The values are kept; only their layout changes.
     """
     for group in optimizer.param_groups:
