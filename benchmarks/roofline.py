@@ -338,8 +338,7 @@ def bench_levers(
             model.tail = ChannelsLastInput(model.tail)
             t = time_training(model, make_optimizer(model, "fused"), data, steps)
             row["tail_channels_last_ms"] = 1e3 * t["step"]
-        shifted = [m for m in base_model.modules() if getattr(m, "shift", False) is True]
-        if shifted:
+        if any(getattr(m, "shift", False) is True for m in base_model.modules()):
             model = copy.deepcopy(base_model)
             for m in model.modules():
                 if getattr(m, "shift", False) is True:

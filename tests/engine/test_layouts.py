@@ -69,14 +69,20 @@ def test_a_resumed_fused_adam_pairs_each_moment_with_its_weight(tmp_path):
 
 WORKER = textwrap.dedent(
     """
-    import sys, torch, torch.distributed as dist
+    import datetime, sys, torch, torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
     sys.path.insert(0, sys.argv[4])
     from test_layouts import RCAN, batch, fresh
     from crfm_bench.engine.step import make_optimizer, train_step
     rank, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=2,
+        timeout=datetime.timedelta(seconds=120),
+    )
     model = DistributedDataParallel(fresh())
     opt = make_optimizer(model.parameters(), lr=1e-3)
     train_step(model, opt, batch(10 + rank), lr=1e-3)
@@ -104,9 +110,15 @@ def test_ddp_averages_the_gradients_of_a_channels_last_model(tmp_path):
         )
         for r in range(2)
     ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-3000:]
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-3000:]
+    finally:  # a rank left waiting for a failed peer is stopped, by its PID
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     g0, g1 = (torch.load(tmp_path / f"g{r}.pt") for r in range(2))
     # the reference: one process, both ranks' samples in one batch (the mean of their losses)
     model = fresh()
